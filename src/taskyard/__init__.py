@@ -1,0 +1,3 @@
+"""taskyard: a distributed task scheduler that tracks every run."""
+
+__version__ = "1.0.0"

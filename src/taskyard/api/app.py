@@ -1,0 +1,133 @@
+"""The ASGI application: every API dialect on one server, plus the leader loops in its lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from taskyard import __version__
+from taskyard.api import errors
+from taskyard.api.envelope import RequestIdMiddleware, failure, new_request_id
+from taskyard.api.observability import Metrics, RequestMeter, SystemLogBuffer, TimingMiddleware
+from taskyard.api.scheduler import runs, system, tasks, workers
+from taskyard.api.security import RateLimiter
+from taskyard.scheduler.loops import LeaderLoops, LoopTimings
+from taskyard.services.access import JwtConfig
+from taskyard.services.core import Core, CoreConfig
+from taskyard.settings import ServerSettings
+from taskyard.storage import migrate
+from taskyard.storage.database import Database
+from taskyard.storage.leader import libpq_url
+
+log = logging.getLogger("taskyard.api")
+
+
+def build_core(settings: ServerSettings) -> Core:
+    db = Database(settings.resolved_database_url)
+    core = Core(db, CoreConfig(lease_seconds=settings.lease_seconds, poll_wait_max=settings.poll_wait_max,
+                               page_size_max=settings.page_size_max))
+    core.access.configure(forced=settings.auth, jwt_config=JwtConfig(
+        secret=settings.jwt_secret, public_key=settings.jwt_public_key, audience=settings.jwt_audience,
+        issuer=settings.jwt_issuer))
+    if settings.auth is None and not settings.binds_loopback:
+        core.access.forced = True  # never an open API on a reachable address
+    core.system.data_dir = settings.home if settings.home.exists() else core.system.data_dir
+    return core
+
+
+def create_app(settings: ServerSettings | None = None, *, run_loops: bool = True,
+               migrate_on_start: bool = True) -> FastAPI:
+    settings = settings or ServerSettings.load()
+    system_logs = SystemLogBuffer(settings.system_log_capacity)
+    metrics = Metrics()
+    meter = RequestMeter()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        logging.getLogger("taskyard").addHandler(system_logs)
+        if migrate_on_start:
+            await asyncio.to_thread(migrate.upgrade, settings.resolved_database_url)
+        core = build_core(settings)
+        core.run_observers.append(metrics.observe_run)
+        app.state.core = core
+        if core.db.is_postgres:
+            core.db.wakeup.start_listening(libpq_url(settings.resolved_database_url))
+        loops = LeaderLoops(core, LoopTimings(settings.scheduler_interval, settings.reaper_interval))
+        if run_loops:
+            loops.start()
+        mode = "required" if await core.access.required() else "off (loopback, no API keys yet)"
+        log.info("taskyard %s serving on %s:%s, database %s, auth %s", __version__, settings.host, settings.port,
+                 core.db.dialect, mode)
+        try:
+            yield
+        finally:
+            await loops.stop()
+            await core.db.wakeup.stop()
+            await core.db.dispose()
+            logging.getLogger("taskyard").removeHandler(system_logs)
+
+    app = FastAPI(title="taskyard", version=__version__, lifespan=lifespan, openapi_url="/api/openapi.json",
+                  docs_url="/api/docs", redoc_url=None,
+                  # Clients that post JSON without a Content-Type header still mean JSON.
+                  strict_content_type=False)
+    app.state.settings = settings
+    app.state.system_logs = system_logs
+    app.state.metrics = metrics
+    app.state.request_meter = meter
+    app.state.rate_limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
+    errors.install(app)
+
+    api = APIRouter(prefix="/api")
+    for module in (tasks, runs, workers, system):
+        api.include_router(module.router)
+    app.include_router(api)
+
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(TimingMiddleware, meter=meter, metrics=metrics)
+    app.add_middleware(RequestIdMiddleware)
+    return app
+
+
+class BodyLimitMiddleware:
+    """Refuse bodies over the limit with 413, whether or not a Content-Length was sent."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._too_large(scope, send)
+            return
+        received = 0
+        too_large = False
+
+        async def counting_receive() -> Message:
+            nonlocal received, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    too_large = True
+                    return {"type": "http.disconnect"}
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+    async def _too_large(self, scope: Scope, send: Send) -> None:
+        request_id = scope.get("state", {}).get("request_id") or new_request_id()
+        response = failure(request_id, 413, "PAYLOAD_TOO_LARGE", f"request body over {self.max_bytes} bytes")
+        await response(scope, lambda: _empty(), send)
+
+
+async def _empty() -> Message:
+    return {"type": "http.request", "body": b"", "more_body": False}

@@ -1,0 +1,69 @@
+"""/api/runs: run history, detail with logs, restart, abort."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from starlette.responses import Response
+
+from taskyard.api.envelope import ok
+from taskyard.api.scheduler import shapes
+from taskyard.api.scheduler.common import MAX_ID, Paging, RunId, Services
+from taskyard.api.security import allow
+from taskyard.domain.errors import ValidationFailed
+from taskyard.services.access import Permission
+
+router = APIRouter(prefix="/runs", tags=["runs"])
+read = [Depends(allow(Permission.READ))]
+write = [Depends(allow(Permission.WRITE))]
+
+
+@router.get("", dependencies=read)
+async def list_runs(request: Request, core: Services, paging: Paging,
+                    task_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+                    status: Annotated[str | None, Query(max_length=32)] = None,
+                    worker_id: Annotated[str | None, Query(max_length=255)] = None,
+                    start_date: Annotated[date | None, Query(description="YYYY-MM-DD")] = None,
+                    end_date: Annotated[date | None, Query(description="YYYY-MM-DD")] = None) -> Response:
+    statuses = None
+    if status is not None:
+        statuses = shapes.STATUS_FILTER.get(status.lower())
+        if statuses is None:
+            raise ValidationFailed(f"unknown run status '{status}'", field="status", rule="one_of", value=status)
+    if start_date and end_date and end_date < start_date:
+        raise ValidationFailed("end_date is before start_date", field="end_date", rule="after_start",
+                               value=end_date.isoformat())
+    runs, total = await core.runs.list(task_id=task_id, status=statuses, worker_id=worker_id,
+                                       start_date=start_date, end_date=end_date, page=paging)
+    return ok(request, shapes.page([shapes.run_summary(r) for r in runs], total, paging.page, paging.size))
+
+
+@router.get("/{run_id}", dependencies=read)
+async def get_run(request: Request, run_id: RunId, core: Services) -> Response:
+    return ok(request, shapes.run_detail(await core.runs.get(run_id)))
+
+
+@router.get("/{run_id}/logs", dependencies=read)
+async def get_run_logs(request: Request, run_id: RunId, core: Services,
+                       after: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+                       limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> Response:
+    run, lines = await core.runs.logs(run_id, after_id=after, limit=limit)
+    return ok(request, {"run_id": run.id, "status": shapes.STATUS_WORD[run.status], "state": run.status.value,
+                        "items": [shapes.log_line(line) for line in lines],
+                        "next_after": lines[-1]["id"] if lines else after})
+
+
+@router.post("/{run_id}/restart", dependencies=write)
+async def restart_run(request: Request, run_id: RunId, core: Services) -> Response:
+    run = await core.runs.restart(run_id)
+    return ok(request, {"original_run_id": run_id, "new_run_id": run.id, "uuid": run.uuid,
+                        "status": shapes.STATUS_WORD[run.status], "started_at": run.created_at})
+
+
+@router.post("/{run_id}/abort", dependencies=write)
+async def abort_run(request: Request, run_id: RunId, core: Services) -> Response:
+    run = await core.runs.abort(run_id)
+    return ok(request, {"id": run.id, "status": shapes.STATUS_WORD[run.status], "completed_at": run.completed_at,
+                        "message": "run aborted"})

@@ -1,0 +1,63 @@
+"""The service container: one database, one clock, the use cases, and who hears about finished runs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from taskyard.domain.models import Run
+from taskyard.services.clock import Clock, system_clock
+from taskyard.services.lifecycle import RunLifecycle
+from taskyard.storage.database import Database
+
+BUILTIN_TASK_TYPES = frozenset({"shell", "python", "http"})
+
+
+@dataclass(frozen=True)
+class CoreConfig:
+    lease_seconds: float = 15.0
+    poll_wait_max: float = 30.0
+    retry_base_delay: float = 1.0
+    retry_max_delay: float = 300.0
+    page_size_max: int = 500
+    task_types: frozenset[str] = field(default_factory=lambda: BUILTIN_TASK_TYPES)
+
+
+class Core:
+    def __init__(self, db: Database, config: CoreConfig | None = None, clock: Clock = system_clock) -> None:
+        from taskyard.services.access import AccessService
+        from taskyard.services.runs import RunService
+        from taskyard.services.scheduling import SchedulingService
+        from taskyard.services.system import SystemService
+        from taskyard.services.tasks import TaskService
+        from taskyard.services.workers import WorkerService
+
+        self.db = db
+        self.config = config or CoreConfig()
+        self.clock = clock
+        self.run_observers: list[Callable[[Run], None]] = []
+        self.tasks = TaskService(self)
+        self.runs = RunService(self)
+        self.workers = WorkerService(self)
+        self.scheduling = SchedulingService(self)
+        self.system = SystemService(self)
+        self.access = AccessService(self)
+
+    def lifecycle(self) -> RunLifecycle:
+        return RunLifecycle(self.config.retry_base_delay, self.config.retry_max_delay)
+
+    def publish(self, lifecycle: RunLifecycle) -> None:
+        """Tell observers about runs a committed transaction finished; an observer never breaks a write."""
+        for finished in lifecycle.finished:
+            for observer in self.run_observers:
+                try:
+                    observer(finished.run)
+                except Exception:  # noqa: BLE001, S110 - observers report, they must not fail the caller
+                    pass
+        lifecycle.finished.clear()
+        if self.db.is_sqlite:
+            self.db.wakeup.fire()
+
+    def wake(self) -> None:
+        if self.db.is_sqlite:
+            self.db.wakeup.fire()

@@ -1,0 +1,164 @@
+"""How runs are born, released, retried and finished. Every status change of a run goes through here
+(and through `check_transition`), inside the caller's transaction."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from taskyard.domain.models import Run, Task
+from taskyard.domain.retry import RetryPolicy
+from taskyard.domain.status import (
+    ACTIVE_RUN_STATUSES,
+    Priority,
+    RunStatus,
+    TriggerKind,
+    check_transition,
+    sources_of,
+)
+from taskyard.storage import runs as run_rows
+from taskyard.storage import tasks as task_rows
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    """A run that reached a final status in this transaction; observers (metrics, webhooks) see it."""
+
+    run: Run
+
+
+class RunLifecycle:
+    """Made fresh for each transaction: `finished` lists what that transaction finished."""
+
+    def __init__(self, retry_base_delay: float = 1.0, retry_max_delay: float = 300.0) -> None:
+        self.retry_base_delay = retry_base_delay
+        self.retry_max_delay = retry_max_delay
+        self.finished: list[FinishedRun] = []
+
+    async def create(self, conn: AsyncConnection, task: Task, *, now: datetime, trigger: TriggerKind,
+                     parameters: dict[str, Any] | None = None, priority: Priority | None = None,
+                     timeout_seconds: int | None = None, scheduled_for: datetime | None = None,
+                     restarted_from: int | None = None, idempotency_key: str | None = None,
+                     reason: str | None = None) -> Run | None:
+        """Insert a run. It waits (pending) on every dependency that has not succeeded since this task's
+        last success: an in-flight run of the dependency is shared, otherwise one is triggered for it."""
+        waits = await self._plan_dependencies(conn, task, now=now)
+        status = RunStatus.PENDING if waits else RunStatus.QUEUED
+        chosen = priority or task.priority
+        values = {
+            "uuid": str(uuid.uuid4()), "task_id": task.id, "task_name": task.name,
+            "task_type": task.task_type, "status": status, "priority": chosen,
+            "priority_rank": chosen.rank, "parameters": parameters or {},
+            "timeout_seconds": timeout_seconds or task.timeout_seconds,
+            "max_retries": task.retry_count, "retry_count": 0, "attempt": 0, "trigger": trigger,
+            "available_at": now, "scheduled_for": scheduled_for, "restarted_from": restarted_from,
+            "idempotency_key": idempotency_key, "created_at": now, "updated_at": now,
+            "queued_at": now if status is RunStatus.QUEUED else None,
+        }
+        run_id = await run_rows.insert_run(conn, values, reason=reason, on_conflict_skip=scheduled_for is not None)
+        if run_id is None:
+            return None
+        await run_rows.add_waits(conn, run_id, waits)
+        await task_rows.update_task(conn, task.id, {"last_run_at": now})
+        if status is RunStatus.QUEUED:
+            await run_rows.notify(conn)
+        run = await run_rows.get_run(conn, run_id)
+        assert run is not None
+        return run
+
+    async def _plan_dependencies(self, conn: AsyncConnection, task: Task, *, now: datetime) -> list[int]:
+        waits: list[int] = []
+        for dep_id in task.dependencies:
+            dep = await task_rows.get_task(conn, dep_id)
+            if dep is None:
+                continue  # deleting a task removes the edges; a race here just drops the wait
+            fresh = dep.last_success_at is not None and (
+                task.last_success_at is None or dep.last_success_at > task.last_success_at)
+            if fresh:
+                continue
+            inflight = await run_rows.latest_active_run(conn, dep.id)
+            if inflight is not None:
+                waits.append(inflight.id)
+                continue
+            dep_run = await self.create(conn, dep, now=now, trigger=TriggerKind.DEPENDENCY,
+                                        reason=f"triggered as a dependency of '{task.name}'")
+            if dep_run is not None:
+                waits.append(dep_run.id)
+        return waits
+
+    async def move(self, conn: AsyncConnection, run: Run, target: RunStatus, *, now: datetime,
+                   values: dict[str, Any] | None = None, reason: str | None = None,
+                   attempt: int | None = None, worker_id: str | None = None) -> Run | None:
+        """Guarded status change; None if the run moved under us (the caller lost a race)."""
+        check_transition(run.status, target)
+        changes = dict(values or {})
+        changes["status"] = target
+        if target.is_final:
+            changes.setdefault("completed_at", now)
+            changes["lease_expires_at"] = None
+            if run.status is RunStatus.RUNNING and run.started_at is not None:
+                changes.setdefault("execution_time", round((now - run.started_at).total_seconds(), 6))
+        moved = await run_rows.change_status(conn, run.id, expected={run.status}, values=changes, at=now,
+                                             reason=reason, attempt=attempt, worker_id=worker_id)
+        if moved is not None and target.is_final:
+            await self._after_final(conn, moved, now=now)
+        return moved
+
+    async def _after_final(self, conn: AsyncConnection, run: Run, *, now: datetime) -> None:
+        self.finished.append(FinishedRun(run))
+        await task_rows.record_outcome(conn, run.task_id, run.status, now)
+        await run_rows.clear_waits(conn, run.id)
+        if run.status is RunStatus.COMPLETED:
+            released = await run_rows.release_wait(conn, run.id)
+            for waiting in await run_rows.get_runs(conn, released):
+                if waiting.status is RunStatus.PENDING:
+                    await self.move(conn, waiting, RunStatus.QUEUED, now=now,
+                                    values={"queued_at": now, "available_at": now},
+                                    reason=f"dependency '{run.task_name}' succeeded (run {run.id})")
+            if released:
+                await run_rows.notify(conn)
+            return
+        waiting_ids = await run_rows.waiters_of(conn, run.id)
+        cause = run.error_message or run.status.value
+        for waiting in await run_rows.get_runs(conn, waiting_ids):
+            if waiting.status in ACTIVE_RUN_STATUSES:
+                message = f"dependency '{run.task_name}' {run.status.value} (run {run.id}): {cause}"
+                await self.move(conn, waiting, RunStatus.FAILED, now=now, reason=message,
+                                values={"error_message": message})
+
+    async def fail_attempt(self, conn: AsyncConnection, run: Run, *, now: datetime, error: str,
+                           values: dict[str, Any] | None = None, immediate: bool = False) -> Run | None:
+        """An attempt failed: queue a new attempt after backoff while retries remain, else fail."""
+        policy = RetryPolicy(max_retries=run.max_retries, base_delay=self.retry_base_delay,
+                             max_delay=self.retry_max_delay)
+        extra = dict(values or {})
+        if policy.should_retry(run.retry_count):
+            at = now if immediate else policy.next_attempt_at(now, run.retry_count)
+            wait = (at - now).total_seconds()
+            extra.update(retry_count=run.retry_count + 1, available_at=at, queued_at=now,
+                         error_message=error, worker_id=None, lease_expires_at=None)
+            moved = await self.move(conn, run, RunStatus.QUEUED, now=now, values=extra,
+                                    reason=f"attempt {run.attempt} failed: {error}; retry "
+                                           f"{run.retry_count + 1}/{run.max_retries} in {wait:.1f}s")
+            if moved is not None and immediate:
+                await run_rows.notify(conn)
+            return moved
+        extra["error_message"] = error
+        return await self.move(conn, run, RunStatus.FAILED, now=now, values=extra, reason=error)
+
+    async def abort(self, conn: AsyncConnection, run: Run, *, now: datetime, reason: str) -> Run | None:
+        if run.status not in sources_of(RunStatus.ABORTED):
+            return None
+        moved = await self.move(conn, run, RunStatus.ABORTED, now=now, reason=reason,
+                                values={"error_message": reason})
+        if moved is not None and run.status is RunStatus.RUNNING:
+            await run_rows.notify(conn)  # its worker is long-polling: tell it to kill the process now
+        return moved
+
+
+def lease_deadline(now: datetime, lease_seconds: float) -> datetime:
+    return now + timedelta(seconds=lease_seconds)

@@ -1,0 +1,127 @@
+"""Use cases on runs: trigger, restart, abort, read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import TYPE_CHECKING, Any
+
+from taskyard.domain.errors import Conflict, NotFound, ValidationFailed
+from taskyard.domain.models import Run
+from taskyard.domain.status import Priority, RunStatus, TaskStatus, TriggerKind
+from taskyard.storage import runs as run_rows
+from taskyard.storage import tasks as task_rows
+from taskyard.storage.paging import PageRequest
+
+if TYPE_CHECKING:
+    from taskyard.services.core import Core
+
+DETAIL_LOG_LINES = 1000
+
+
+@dataclass(frozen=True)
+class Triggered:
+    run: Run
+    average_execution_time: float | None  # of this task's completed runs, for an estimate
+
+
+@dataclass(frozen=True)
+class RunDetail:
+    run: Run
+    logs: list[dict[str, Any]]
+    logs_total: int
+    history: list[dict[str, Any]]
+    waiting_on: list[int]
+
+
+class RunService:
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    async def trigger(self, task_id: int, *, parameters: dict[str, Any] | None = None,
+                      priority: str | None = None, timeout_seconds: int | None = None) -> Triggered:
+        if priority is not None and priority not in {p.value for p in Priority}:
+            raise ValidationFailed("priority must be one of low, normal, high, critical", field="priority",
+                                   rule="one_of", value=priority)
+        if timeout_seconds is not None and not (1 <= timeout_seconds <= 7 * 24 * 3600):
+            raise ValidationFailed("timeout_seconds must be between 1 and 604800", field="timeout_seconds",
+                                   rule="range", value=timeout_seconds)
+        now = self.core.clock()
+        lifecycle = self.core.lifecycle()
+        async with self.core.db.write() as conn:
+            task = await task_rows.get_task(conn, task_id)
+            if task is None:
+                raise NotFound(f"task {task_id} does not exist", resource="task", id=task_id)
+            if task.status is TaskStatus.PAUSED:
+                raise Conflict(f"task '{task.name}' is paused; resume it before triggering",
+                               field="status", value=task.status.value)
+            run = await lifecycle.create(conn, task, now=now, trigger=TriggerKind.MANUAL,
+                                         parameters=parameters,
+                                         priority=Priority(priority) if priority else None,
+                                         timeout_seconds=timeout_seconds, reason="triggered")
+            average = (await task_rows.statistics(conn, task_id))["average_execution_time"]
+        assert run is not None
+        self.core.publish(lifecycle)
+        return Triggered(run, average)
+
+    async def restart(self, run_id: int) -> Run:
+        now = self.core.clock()
+        lifecycle = self.core.lifecycle()
+        async with self.core.db.write() as conn:
+            original = await self._get(conn, run_id)
+            task = await task_rows.get_task(conn, original.task_id)
+            if task is None:
+                raise Conflict(f"the task of run {run_id} was deleted; it cannot be restarted",
+                               field="task_id", value=original.task_id)
+            run = await lifecycle.create(conn, task, now=now, trigger=TriggerKind.RESTART,
+                                         parameters=original.parameters, priority=original.priority,
+                                         timeout_seconds=original.timeout_seconds,
+                                         restarted_from=original.id, reason=f"restart of run {original.id}")
+        assert run is not None
+        self.core.publish(lifecycle)
+        return run
+
+    async def abort(self, run_id: int) -> Run:
+        now = self.core.clock()
+        lifecycle = self.core.lifecycle()
+        async with self.core.db.write() as conn:
+            run = await self._get(conn, run_id)
+            if run.status.is_final:
+                raise Conflict(f"run {run_id} already {run.status.value}", field="status",
+                               value=run.status.value)
+            aborted = await lifecycle.abort(conn, run, now=now, reason="aborted by request")
+            if aborted is None:
+                raise Conflict(f"run {run_id} changed status; try again", field="status")
+        self.core.publish(lifecycle)
+        return aborted
+
+    async def get(self, run_id: int, *, log_lines: int = DETAIL_LOG_LINES) -> RunDetail:
+        async with self.core.db.read() as conn:
+            run = await self._get(conn, run_id)
+            logs = await run_rows.logs(conn, run_id, limit=log_lines, tail=True)
+            total = await run_rows.log_count(conn, run_id) if len(logs) >= log_lines else len(logs)
+            history = await run_rows.history(conn, run_id)
+            waiting = await run_rows.waits_of(conn, run_id) if run.status is RunStatus.PENDING else []
+        return RunDetail(run, logs, total, history, waiting)
+
+    async def logs(self, run_id: int, *, after_id: int = 0, limit: int = 1000) -> tuple[Run, list[dict[str, Any]]]:
+        async with self.core.db.read() as conn:
+            run = await self._get(conn, run_id)
+            lines = await run_rows.logs(conn, run_id, after_id=after_id, limit=limit)
+        return run, lines
+
+    async def list(self, *, task_id: int | None = None, status: list[str] | None = None, worker_id: str | None = None,
+                   start_date: date | None = None, end_date: date | None = None,
+                   page: PageRequest) -> tuple[list[Run], int]:
+        if page.sort not in run_rows.SORTABLE:
+            raise ValidationFailed(f"cannot sort runs by '{page.sort}'", field="sort", rule="one_of",
+                                   value=page.sort)
+        async with self.core.db.read() as conn:
+            return await run_rows.list_runs(conn, task_id=task_id, status=status, worker_id=worker_id,
+                                            start_date=start_date, end_date=end_date, page=page)
+
+    async def _get(self, conn: Any, run_id: int) -> Run:
+        run = await run_rows.get_run(conn, run_id)
+        if run is None:
+            raise NotFound(f"run {run_id} does not exist", resource="run", id=run_id)
+        return run

@@ -1,0 +1,312 @@
+"""Use cases of the worker protocol: register, heartbeat, long-poll for runs, report results."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from taskyard.domain.errors import NotFound, StaleAttempt, ValidationFailed
+from taskyard.domain.models import Run, Task, Worker
+from taskyard.domain.status import RunStatus, WorkerStatus
+from taskyard.services.lifecycle import RunLifecycle, lease_deadline
+from taskyard.storage import runs as run_rows
+from taskyard.storage import tasks as task_rows
+from taskyard.storage import workers as worker_rows
+from taskyard.storage.paging import PageRequest
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
+    from taskyard.services.core import Core
+
+OUTCOMES = {"completed", "failed", "timed_out", "aborted"}
+
+
+@dataclass
+class Registration:
+    hostname: str
+    ip_address: str
+    port: int
+    task_types: list[str]
+    max_concurrent_tasks: int = 5
+    metadata: dict[str, Any] = field(default_factory=dict)
+    worker_id: str | None = None
+
+
+@dataclass
+class Heartbeat:
+    current_task_count: int | None = None
+    load_average: float | None = None
+    memory_usage: int | None = None
+    cpu_usage: float | None = None
+    current_tasks: list[int] = field(default_factory=list)
+    metadata: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class HeartbeatAck:
+    worker: Worker
+    abort_runs: list[int]
+
+
+@dataclass(frozen=True)
+class PollResult:
+    runs: list[Run]
+    abort_runs: list[int]
+    status: WorkerStatus
+    lease_seconds: float
+    tasks: dict[int, Task] = field(default_factory=dict)
+
+
+@dataclass
+class RunReport:
+    run_id: int
+    attempt: int
+    logs: list[dict[str, Any]] = field(default_factory=list)
+    outcome: str | None = None
+    result: str | None = None
+    error_message: str | None = None
+    exit_code: int | None = None
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    accepted: list[int]
+    rejected: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class WorkerDetail:
+    worker: Worker
+    current_runs: list[Run]
+    statistics: dict[str, Any]
+
+
+class WorkerService:
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    @property
+    def lease(self) -> float:
+        return self.core.config.lease_seconds
+
+    async def register(self, reg: Registration) -> Worker:
+        unknown = sorted(set(reg.task_types) - self.core.config.task_types)
+        if unknown or not reg.task_types:
+            raise ValidationFailed(f"unknown task types: {', '.join(unknown) or '(none given)'}",
+                                   field="task_types", rule="one_of", value=reg.task_types)
+        now = self.core.clock()
+        worker_id = reg.worker_id or f"{reg.hostname}-{secrets.token_hex(3)}"
+        lifecycle = self.core.lifecycle()
+        values = {"hostname": reg.hostname, "ip_address": reg.ip_address, "port": reg.port,
+                  "task_types": reg.task_types, "max_concurrent_tasks": reg.max_concurrent_tasks,
+                  "current_task_count": 0, "status": WorkerStatus.ACTIVE, "last_heartbeat": now,
+                  "registered_at": now, "metadata": reg.metadata, "deleted": False}
+        async with self.core.db.write() as conn:
+            if await worker_rows.exists(conn, worker_id):
+                # The same worker starting again: whatever its previous life held is lost.
+                await self._requeue_held(conn, lifecycle, worker_id, now, "worker re-registered")
+                worker = await worker_rows.update_worker(conn, worker_id, values)
+            else:
+                await worker_rows.insert_worker(conn, {"id": worker_id, "created_at": now, **values})
+                worker = await worker_rows.get_worker(conn, worker_id)
+        assert worker is not None
+        self.core.publish(lifecycle)
+        return worker
+
+    async def heartbeat(self, worker_id: str, beat: Heartbeat) -> HeartbeatAck:
+        now = self.core.clock()
+        async with self.core.db.write() as conn:
+            worker = await self._get(conn, worker_id)
+            values: dict[str, Any] = {"last_heartbeat": now}
+            for name in ("current_task_count", "load_average", "memory_usage", "cpu_usage"):
+                if getattr(beat, name) is not None:
+                    values[name] = getattr(beat, name)
+            if beat.metadata is not None:
+                values["metadata"] = beat.metadata
+            if worker.status is WorkerStatus.OFFLINE:
+                values["status"] = WorkerStatus.ACTIVE  # back from a partition: its old runs were requeued
+            await run_rows.renew_leases(conn, worker_id, beat.current_tasks, now=now,
+                                        lease_until=lease_deadline(now, self.lease),
+                                        claim_grace=timedelta(seconds=self.lease))
+            abort = await run_rows.not_held(conn, worker_id, beat.current_tasks)
+            updated = await worker_rows.update_worker(conn, worker_id, values)
+        assert updated is not None
+        return HeartbeatAck(updated, abort)
+
+    async def poll(self, worker_id: str, *, capacity: int, running: list[int], wait: float) -> PollResult:
+        """Claim up to `capacity` runs, or wait until some are claimable, one of `running` must stop,
+        or `wait` seconds pass. A wake-up from any server ends the wait at once."""
+        deadline = time.monotonic() + max(0.0, min(wait, self.core.config.poll_wait_max))
+        while True:
+            woken = self.core.db.wakeup.current()
+            result = await self._poll_once(worker_id, capacity, running)
+            remaining = deadline - time.monotonic()
+            if result.runs or result.abort_runs or result.status is not WorkerStatus.ACTIVE or remaining <= 0:
+                return result
+            try:
+                await asyncio.wait_for(woken.wait(), remaining)
+            except TimeoutError:
+                return result
+
+    async def _poll_once(self, worker_id: str, capacity: int, running: list[int]) -> PollResult:
+        now = self.core.clock()
+        async with self.core.db.write() as conn:
+            worker = await self._get(conn, worker_id)
+            abort = await run_rows.not_held(conn, worker_id, running)
+            claimed: list[Run] = []
+            if worker.status is WorkerStatus.ACTIVE and capacity > 0:
+                room = worker.max_concurrent_tasks - await run_rows.running_count(conn, worker_id)
+                claimed = await run_rows.claim(conn, worker_id=worker_id, hostname=worker.hostname,
+                                               task_types=list(worker.task_types), limit=min(capacity, room),
+                                               now=now, lease_until=lease_deadline(now, self.lease))
+            await worker_rows.update_worker(conn, worker_id, {"last_heartbeat": now})
+            tasks = await task_rows.get_tasks_any(conn, sorted({r.task_id for r in claimed}))
+        return PollResult(claimed, abort, worker.status, self.lease, tasks)
+
+    async def report(self, worker_id: str, reports: list[RunReport]) -> ReportResult:
+        """Logs and outcomes of several runs in one transaction. Writes from an attempt that no longer
+        holds its run are refused one by one (StaleAttempt) without failing the others."""
+        now = self.core.clock()
+        lifecycle = self.core.lifecycle()
+        accepted: list[int] = []
+        rejected: list[dict[str, Any]] = []
+        async with self.core.db.write() as conn:
+            await self._get(conn, worker_id)
+            runs = {r.id: r for r in await run_rows.get_runs(conn, [rep.run_id for rep in reports])}
+            for rep in reports:
+                run = runs.get(rep.run_id)
+                try:
+                    await self._apply(conn, lifecycle, worker_id, run, rep, now)
+                    accepted.append(rep.run_id)
+                except (StaleAttempt, NotFound, ValidationFailed) as exc:
+                    rejected.append({"run_id": rep.run_id, "code": exc.code, "message": exc.message})
+        self.core.publish(lifecycle)
+        return ReportResult(accepted, rejected)
+
+    async def _apply(self, conn: AsyncConnection, lifecycle: RunLifecycle, worker_id: str, run: Run | None,
+                     rep: RunReport, now: Any) -> None:
+        if run is None:
+            raise NotFound(f"run {rep.run_id} does not exist")
+        if rep.outcome is not None and rep.outcome not in OUTCOMES:
+            raise ValidationFailed(f"unknown outcome '{rep.outcome}'", field="outcome", rule="one_of",
+                                   value=rep.outcome)
+        same_attempt = run.worker_id == worker_id and run.attempt == rep.attempt
+        # An aborted run's own attempt may still send its last lines and its kill notice.
+        if not same_attempt or run.status not in (RunStatus.RUNNING, RunStatus.ABORTED):
+            raise StaleAttempt(f"attempt {rep.attempt} of run {rep.run_id} no longer holds it "
+                               f"(now {run.status.value}, attempt {run.attempt})")
+        await run_rows.append_logs(conn, run.id, rep.attempt, [_log_row(line, now) for line in rep.logs])
+        if run.status is not RunStatus.RUNNING:
+            return
+        if rep.outcome is None:
+            return
+        values = {"result": rep.result, "exit_code": rep.exit_code}
+        if rep.outcome == "completed":
+            values["error_message"] = None
+            moved = await lifecycle.move(conn, run, RunStatus.COMPLETED, now=now, values=values,
+                                         attempt=rep.attempt, worker_id=worker_id)
+        elif rep.outcome == "aborted":
+            moved = await lifecycle.move(conn, run, RunStatus.ABORTED, now=now,
+                                         values={**values, "error_message": rep.error_message or "aborted"},
+                                         attempt=rep.attempt, worker_id=worker_id,
+                                         reason=rep.error_message or "aborted on the worker")
+        else:
+            moved = await lifecycle.fail_attempt(conn, run, now=now, values=values,
+                                                 error=rep.error_message or rep.outcome)
+        if moved is None:
+            raise StaleAttempt(f"run {run.id} changed while the report was applied")
+
+    async def update(self, worker_id: str, changes: dict[str, Any]) -> Worker:
+        if "status" in changes and changes["status"] not in {s.value for s in WorkerStatus}:
+            raise ValidationFailed("status must be one of active, draining, offline", field="status",
+                                   rule="one_of", value=changes["status"])
+        if "task_types" in changes:
+            unknown = sorted(set(changes["task_types"]) - self.core.config.task_types)
+            if unknown:
+                raise ValidationFailed(f"unknown task types: {', '.join(unknown)}", field="task_types",
+                                       rule="one_of", value=changes["task_types"])
+        async with self.core.db.write() as conn:
+            await self._get(conn, worker_id)
+            worker = await worker_rows.update_worker(conn, worker_id, changes)
+            await run_rows.notify(conn)  # a draining worker hears it on its next poll
+        assert worker is not None
+        self.core.wake()
+        return worker
+
+    async def unregister(self, worker_id: str) -> str:
+        now = self.core.clock()
+        lifecycle = self.core.lifecycle()
+        async with self.core.db.write() as conn:
+            await self._get(conn, worker_id)
+            await self._requeue_held(conn, lifecycle, worker_id, now, "worker unregistered")
+            await worker_rows.update_worker(conn, worker_id, {"deleted": True, "status": WorkerStatus.OFFLINE})
+        self.core.publish(lifecycle)
+        return worker_id
+
+    async def get(self, worker_id: str) -> WorkerDetail:
+        async with self.core.db.read() as conn:
+            worker = await self._get(conn, worker_id)
+            current = await run_rows.runs_of_worker(conn, worker_id)
+            stats = await run_rows.worker_statistics(conn, worker_id)
+        stats["uptime"] = format_duration((self.core.clock() - worker.registered_at).total_seconds()) \
+            if worker.status is not WorkerStatus.OFFLINE else "0m"
+        return WorkerDetail(worker, current, stats)
+
+    async def list(self, *, status: str | None = None, task_type: str | None = None,
+                   hostname: str | None = None, page: PageRequest) -> tuple[list[Worker], int]:
+        if page.sort not in worker_rows.SORTABLE:
+            raise ValidationFailed(f"cannot sort workers by '{page.sort}'", field="sort", rule="one_of",
+                                   value=page.sort)
+        async with self.core.db.read() as conn:
+            return await worker_rows.list_workers(conn, status=status, task_type=task_type, hostname=hostname,
+                                                  page=page)
+
+    async def reap(self) -> int:
+        """Leader only: workers silent past their lease go offline; runs whose lease lapsed become a new
+        attempt or fail by their retry policy. Returns how many runs were recovered."""
+        now = self.core.clock()
+        lifecycle = self.core.lifecycle()
+        async with self.core.db.write() as conn:
+            for worker in await worker_rows.lapsed(conn, now - timedelta(seconds=self.lease)):
+                await worker_rows.update_worker(conn, worker.id, {"status": WorkerStatus.OFFLINE,
+                                                                  "current_task_count": 0})
+            expired = await run_rows.expired_leases(conn, now)
+            for run in expired:
+                await lifecycle.fail_attempt(
+                    conn, run, now=now, immediate=True,
+                    error=f"lease lost: worker {run.worker_id} stopped heartbeating")
+        self.core.publish(lifecycle)
+        return len(expired)
+
+    async def _requeue_held(self, conn: AsyncConnection, lifecycle: RunLifecycle, worker_id: str, now: Any,
+                            why: str) -> None:
+        for run in await run_rows.runs_of_worker(conn, worker_id):
+            await lifecycle.fail_attempt(conn, run, now=now, immediate=True, error=f"{why} while running it")
+
+    async def _get(self, conn: AsyncConnection, worker_id: str) -> Worker:
+        worker = await worker_rows.get_worker(conn, worker_id)
+        if worker is None:
+            raise NotFound(f"worker '{worker_id}' does not exist", resource="worker", id=worker_id)
+        return worker
+
+
+def _log_row(line: dict[str, Any], now: Any) -> dict[str, Any]:
+    return {"timestamp": line.get("timestamp") or now, "level": str(line.get("level") or "info")[:16],
+            "stream": str(line.get("stream") or "stdout")[:16], "message": str(line.get("message", ""))}
+
+
+def format_duration(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    days, rest = divmod(minutes, 24 * 60)
+    hours, mins = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h {mins}m"
+    if hours:
+        return f"{hours}h {mins}m"
+    return f"{mins}m"
+

@@ -1,0 +1,150 @@
+"""The connection to SQLite or PostgreSQL, and the transaction shapes every service uses."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from taskyard.domain.errors import Unavailable
+from taskyard.storage.wakeup import Wakeup
+
+
+def async_url(url: str) -> str:
+    """The driver URL for the application: aiosqlite or psycopg 3 (async)."""
+    parsed = make_url(_normalise(url))
+    if parsed.get_backend_name() == "sqlite":
+        return parsed.set(drivername="sqlite+aiosqlite").render_as_string(hide_password=False)
+    return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+
+
+def sync_url(url: str) -> str:
+    """The driver URL for migrations: the stdlib sqlite3 or psycopg 3 (sync)."""
+    parsed = make_url(_normalise(url))
+    if parsed.get_backend_name() == "sqlite":
+        return parsed.set(drivername="sqlite").render_as_string(hide_password=False)
+    return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+
+
+def _normalise(url: str) -> str:
+    return "postgresql://" + url[len("postgres://"):] if url.startswith("postgres://") else url
+
+
+def sqlite_path(url: str) -> Path | None:
+    parsed = make_url(_normalise(url))
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database)
+
+
+class Database:
+    """Owns the engine. Writes on SQLite are serialised in-process and take the write lock up front
+    (BEGIN IMMEDIATE) so concurrent writers wait instead of failing half-way through."""
+
+    def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
+        self.url = url
+        path = sqlite_path(url)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        kwargs: dict[str, Any] = {"echo": echo}
+        self.dialect = make_url(_normalise(url)).get_backend_name()
+        if self.dialect == "postgresql":
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False,
+                          pool_recycle=1800)
+        self.engine: AsyncEngine = create_async_engine(async_url(url), **kwargs)
+        self._write_lock = asyncio.Lock() if self.is_sqlite else None
+        self.wakeup = Wakeup()
+        if self.is_sqlite:
+            _configure_sqlite(self.engine)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.dialect == "postgresql"
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """One write transaction; committed when the block exits cleanly."""
+        if self._write_lock is not None:
+            async with self._write_lock, self._connect() as conn:
+                await conn.execution_options(taskyard_write=True)
+                async with conn.begin():
+                    yield conn
+        else:
+            async with self._connect() as conn, conn.begin():
+                yield conn
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A consistent snapshot for several reads."""
+        async with self._connect() as conn, conn.begin():
+            yield conn
+
+    @asynccontextmanager
+    async def _connect(self) -> AsyncIterator[AsyncConnection]:
+        try:
+            async with self.engine.connect() as conn:
+                yield conn
+        except (OperationalError, DBAPIError, OSError) as exc:
+            if _is_connection_failure(exc):
+                raise Unavailable("the database is unreachable") from exc
+            raise
+
+    async def ping(self) -> float:
+        """Seconds one round trip takes."""
+        started = time.perf_counter()
+        async with self._connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        return time.perf_counter() - started
+
+    def pool_status(self) -> dict[str, int]:
+        pool: Any = self.engine.pool
+        try:
+            total = int(pool.size()) + max(int(pool.overflow()), 0)
+            active = int(pool.checkedout())
+        except (AttributeError, TypeError):
+            return {"total": 1, "active": 0, "idle": 1}
+        return {"total": total, "active": active, "idle": max(total - active, 0)}
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def _is_connection_failure(exc: BaseException) -> bool:
+    if isinstance(exc, OSError):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    message = str(exc).lower()
+    return any(s in message for s in ("connection refused", "could not connect", "connection failed",
+                                      "server closed the connection", "unable to open database",
+                                      "connection is closed", "terminating connection"))
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Driver-level transactions off: we issue BEGIN ourselves so writes can be IMMEDIATE.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        immediate = conn.get_execution_options().get("taskyard_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")

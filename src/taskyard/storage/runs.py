@@ -1,0 +1,300 @@
+"""Run rows: insertion with their history, the atomic claim, guarded status changes, leases."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, case, delete, func, insert, literal, or_, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from taskyard.domain.models import Run
+from taskyard.domain.status import ACTIVE_RUN_STATUSES, RunStatus
+from taskyard.storage.paging import PageRequest, fetch_page
+from taskyard.storage.tables import run_history, run_logs, run_waits, runs
+
+SORTABLE = {"created_at", "started_at", "completed_at", "id", "status", "priority", "execution_time",
+            "task_id"}
+
+
+async def insert_run(conn: AsyncConnection, values: dict[str, Any], *, reason: str | None = None,
+                     on_conflict_skip: bool = False) -> int | None:
+    """Insert one run and its first history row. With on_conflict_skip a second insert of the same
+    cron slot returns None instead of failing, so two schedulers can never fire a slot twice."""
+    if on_conflict_skip:
+        dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+        stmt: Any = dialect_insert(runs).values(**values).on_conflict_do_nothing(
+            index_elements=["task_id", "scheduled_for"])
+    else:
+        stmt = insert(runs).values(**values)
+    run_id = (await conn.execute(stmt.returning(runs.c.id))).scalar_one_or_none()
+    if run_id is None:
+        return None
+    await conn.execute(insert(run_history).values(run_id=run_id, attempt=0, status=values["status"],
+                                                  at=values["created_at"], reason=reason))
+    return int(run_id)
+
+
+async def get_run(conn: AsyncConnection, run_id: int) -> Run | None:
+    row = (await conn.execute(select(runs).where(runs.c.id == run_id))).mappings().first()
+    return Run.from_row(row) if row else None
+
+
+async def get_runs(conn: AsyncConnection, run_ids: list[int]) -> list[Run]:
+    if not run_ids:
+        return []
+    rows = (await conn.execute(select(runs).where(runs.c.id.in_(run_ids)))).mappings().all()
+    return [Run.from_row(r) for r in rows]
+
+
+async def latest_active_run(conn: AsyncConnection, task_id: int) -> Run | None:
+    row = (await conn.execute(
+        select(runs).where(runs.c.task_id == task_id, runs.c.status.in_(list(ACTIVE_RUN_STATUSES)))
+        .order_by(runs.c.id.desc()).limit(1)
+    )).mappings().first()
+    return Run.from_row(row) if row else None
+
+
+async def active_runs_of_task(conn: AsyncConnection, task_id: int) -> list[Run]:
+    rows = (await conn.execute(
+        select(runs).where(runs.c.task_id == task_id, runs.c.status.in_(list(ACTIVE_RUN_STATUSES)))
+    )).mappings().all()
+    return [Run.from_row(r) for r in rows]
+
+
+async def list_runs(conn: AsyncConnection, *, task_id: int | None, status: list[str] | None,
+                    worker_id: str | None, start_date: date | None, end_date: date | None,
+                    page: PageRequest) -> tuple[list[Run], int]:
+    query = select(runs)
+    if task_id is not None:
+        query = query.where(runs.c.task_id == task_id)
+    if status:
+        query = query.where(runs.c.status.in_(status))
+    if worker_id:
+        query = query.where(runs.c.worker_id == worker_id)
+    if start_date:
+        query = query.where(runs.c.created_at >= datetime.combine(start_date, datetime.min.time()))
+    if end_date:
+        query = query.where(runs.c.created_at < datetime.combine(end_date + timedelta(days=1),
+                                                                 datetime.min.time()))
+    result = await fetch_page(conn, query, runs.c[page.sort], runs.c.id, page)
+    return [Run.from_row(r) for r in result.rows], result.total
+
+
+async def change_status(conn: AsyncConnection, run_id: int, *, expected: frozenset[RunStatus] | set[RunStatus],
+                        values: dict[str, Any], at: datetime, reason: str | None = None,
+                        worker_id: str | None = None, attempt: int | None = None) -> Run | None:
+    """Move a run only if it is still in one of `expected` (and, when given, held by that attempt).
+    Returns the changed run, or None when someone else moved it first."""
+    guard = [runs.c.id == run_id, runs.c.status.in_([s.value for s in expected])]
+    if attempt is not None:
+        guard.append(runs.c.attempt == attempt)
+    if worker_id is not None:
+        guard.append(runs.c.worker_id == worker_id)
+    row = (await conn.execute(
+        update(runs).where(*guard).values(updated_at=at, **values).returning(*runs.c)
+    )).mappings().first()
+    if row is None:
+        return None
+    run = Run.from_row(row)
+    await conn.execute(insert(run_history).values(run_id=run_id, attempt=run.attempt, status=run.status,
+                                                  at=at, worker_id=run.worker_id, reason=reason))
+    return run
+
+
+async def claim(conn: AsyncConnection, *, worker_id: str, hostname: str, task_types: list[str],
+                limit: int, now: datetime, lease_until: datetime) -> list[Run]:
+    """Atomically take up to `limit` claimable runs: highest priority first, then oldest."""
+    if limit <= 0 or not task_types:
+        return []
+    candidates = (
+        select(runs.c.id)
+        .where(runs.c.status == RunStatus.QUEUED, runs.c.available_at <= now,
+               runs.c.task_type.in_(task_types))
+        .order_by(runs.c.priority_rank.desc(), runs.c.id.asc())
+        .limit(limit)
+    )
+    if conn.dialect.name == "postgresql":
+        candidates = candidates.with_for_update(skip_locked=True)
+    else:
+        # SQLite runs this inside BEGIN IMMEDIATE: no other writer can interleave.
+        pass
+    stmt = (
+        update(runs)
+        .where(runs.c.id.in_(candidates.scalar_subquery()), runs.c.status == RunStatus.QUEUED)
+        .values(status=RunStatus.RUNNING, worker_id=worker_id, worker_hostname=hostname,
+                attempt=runs.c.attempt + 1, lease_expires_at=lease_until, started_at=now,
+                updated_at=now)
+        .returning(*runs.c)
+    )
+    rows = (await conn.execute(stmt)).mappings().all()
+    claimed = sorted((Run.from_row(r) for r in rows), key=lambda r: (-r.priority.rank, r.id))
+    if claimed:
+        await conn.execute(insert(run_history), [
+            {"run_id": r.id, "attempt": r.attempt, "status": RunStatus.RUNNING, "at": now,
+             "worker_id": worker_id, "reason": None} for r in claimed])
+    return claimed
+
+
+async def running_count(conn: AsyncConnection, worker_id: str) -> int:
+    return int((await conn.execute(
+        select(func.count()).where(runs.c.worker_id == worker_id, runs.c.status == RunStatus.RUNNING)
+    )).scalar_one())
+
+
+async def runs_of_worker(conn: AsyncConnection, worker_id: str) -> list[Run]:
+    rows = (await conn.execute(
+        select(runs).where(runs.c.worker_id == worker_id, runs.c.status == RunStatus.RUNNING)
+        .order_by(runs.c.id)
+    )).mappings().all()
+    return [Run.from_row(r) for r in rows]
+
+
+async def not_held(conn: AsyncConnection, worker_id: str, run_ids: list[int]) -> list[int]:
+    """Of the runs a worker says it is running, those it no longer holds (aborted, reassigned)."""
+    if not run_ids:
+        return []
+    held = set((await conn.execute(
+        select(runs.c.id).where(runs.c.id.in_(run_ids), runs.c.worker_id == worker_id,
+                                runs.c.status == RunStatus.RUNNING)
+    )).scalars())
+    return [r for r in run_ids if r not in held]
+
+
+async def renew_leases(conn: AsyncConnection, worker_id: str, run_ids: list[int], *, now: datetime,
+                       lease_until: datetime, claim_grace: timedelta) -> None:
+    """Extend the leases the worker still reports, and those claimed so recently that the worker may
+    not have seen the claim's answer yet. Anything else it no longer mentions is left to lapse."""
+    await conn.execute(
+        update(runs)
+        .where(runs.c.worker_id == worker_id, runs.c.status == RunStatus.RUNNING,
+               or_(runs.c.id.in_(run_ids or [-1]), runs.c.started_at >= now - claim_grace))
+        .values(lease_expires_at=lease_until)
+    )
+
+
+async def expired_leases(conn: AsyncConnection, now: datetime, limit: int = 500) -> list[Run]:
+    rows = (await conn.execute(
+        select(runs).where(runs.c.status == RunStatus.RUNNING, runs.c.lease_expires_at < now)
+        .order_by(runs.c.lease_expires_at).limit(limit)
+    )).mappings().all()
+    return [Run.from_row(r) for r in rows]
+
+
+async def add_waits(conn: AsyncConnection, run_id: int, dependency_run_ids: list[int]) -> None:
+    if dependency_run_ids:
+        await conn.execute(insert(run_waits), [{"run_id": run_id, "dependency_run_id": d}
+                                               for d in sorted(set(dependency_run_ids))])
+
+
+async def waiters_of(conn: AsyncConnection, dependency_run_id: int) -> list[int]:
+    rows = await conn.execute(select(run_waits.c.run_id).where(run_waits.c.dependency_run_id == dependency_run_id))
+    return [int(r) for r in rows.scalars()]
+
+
+async def release_wait(conn: AsyncConnection, dependency_run_id: int) -> list[int]:
+    """Drop waits on a finished dependency; return waiting runs that now wait on nothing."""
+    waiting = await waiters_of(conn, dependency_run_id)
+    if not waiting:
+        return []
+    await conn.execute(delete(run_waits).where(run_waits.c.dependency_run_id == dependency_run_id))
+    still = set((await conn.execute(
+        select(run_waits.c.run_id).where(run_waits.c.run_id.in_(waiting))
+    )).scalars())
+    return [r for r in waiting if r not in still]
+
+
+async def waits_of(conn: AsyncConnection, run_id: int) -> list[int]:
+    rows = await conn.execute(select(run_waits.c.dependency_run_id).where(run_waits.c.run_id == run_id))
+    return [int(r) for r in rows.scalars()]
+
+
+async def clear_waits(conn: AsyncConnection, run_id: int) -> None:
+    await conn.execute(delete(run_waits).where(run_waits.c.run_id == run_id))
+
+
+async def history(conn: AsyncConnection, run_id: int) -> list[dict[str, Any]]:
+    rows = (await conn.execute(
+        select(run_history).where(run_history.c.run_id == run_id).order_by(run_history.c.id)
+    )).mappings().all()
+    return [dict(r) for r in rows]
+
+
+async def append_logs(conn: AsyncConnection, run_id: int, attempt: int, lines: list[dict[str, Any]]) -> None:
+    if lines:
+        await conn.execute(insert(run_logs), [{"run_id": run_id, "attempt": attempt, **line} for line in lines])
+
+
+async def logs(conn: AsyncConnection, run_id: int, *, after_id: int = 0, limit: int = 1000,
+               tail: bool = False) -> list[dict[str, Any]]:
+    query = select(run_logs).where(run_logs.c.run_id == run_id, run_logs.c.id > after_id)
+    if tail:
+        rows = (await conn.execute(query.order_by(run_logs.c.id.desc()).limit(limit))).mappings().all()
+        return [dict(r) for r in reversed(rows)]
+    rows = (await conn.execute(query.order_by(run_logs.c.id).limit(limit))).mappings().all()
+    return [dict(r) for r in rows]
+
+
+async def log_count(conn: AsyncConnection, run_id: int) -> int:
+    return int((await conn.execute(select(func.count()).where(run_logs.c.run_id == run_id))).scalar_one())
+
+
+async def status_counts(conn: AsyncConnection) -> dict[str, int]:
+    rows = await conn.execute(select(runs.c.status, func.count()).group_by(runs.c.status))
+    return {str(s): int(n) for s, n in rows.all()}
+
+
+async def queue_depth(conn: AsyncConnection, now: datetime) -> int:
+    return int((await conn.execute(
+        select(func.count()).where(runs.c.status == RunStatus.QUEUED, runs.c.available_at <= now)
+    )).scalar_one())
+
+
+async def finished_since(conn: AsyncConnection, since: datetime) -> dict[str, Any]:
+    row = (await conn.execute(select(
+        func.count().label("finished"),
+        func.sum(case((runs.c.status == RunStatus.COMPLETED, 1), else_=0)).label("completed"),
+    ).where(runs.c.status.in_([RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.ABORTED]),
+            runs.c.completed_at >= since))).mappings().one()
+    return {"finished": int(row["finished"] or 0), "completed": int(row["completed"] or 0)}
+
+
+async def average_execution_time(conn: AsyncConnection) -> float | None:
+    value = (await conn.execute(
+        select(func.avg(runs.c.execution_time)).where(runs.c.status == RunStatus.COMPLETED)
+    )).scalar_one_or_none()
+    return round(float(value), 3) if value is not None else None
+
+
+async def worker_statistics(conn: AsyncConnection, worker_id: str) -> dict[str, Any]:
+    row = (await conn.execute(select(
+        func.count().label("total"),
+        func.sum(case((runs.c.status == RunStatus.COMPLETED, 1), else_=0)).label("ok"),
+        func.sum(case((runs.c.status == RunStatus.FAILED, 1), else_=0)).label("failed"),
+        func.avg(case((runs.c.status == RunStatus.COMPLETED, runs.c.execution_time))).label("avg"),
+    ).where(runs.c.worker_id == worker_id,
+            runs.c.status.in_([RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.ABORTED])))).mappings().one()
+    return {
+        "total_tasks_executed": int(row["total"] or 0),
+        "successful_tasks": int(row["ok"] or 0),
+        "failed_tasks": int(row["failed"] or 0),
+        "average_execution_time": round(float(row["avg"]), 3) if row["avg"] is not None else None,
+    }
+
+
+async def any_became_available(conn: AsyncConnection, after: datetime, until: datetime) -> bool:
+    row = (await conn.execute(
+        select(literal(1)).where(runs.c.status == RunStatus.QUEUED, runs.c.available_at > after,
+                                 runs.c.available_at <= until).limit(1)
+    )).first()
+    return row is not None
+
+
+async def notify(conn: AsyncConnection) -> None:
+    """Wake pollers on every PostgreSQL server once this transaction commits."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(text("NOTIFY taskyard_wakeup"))
+
+

@@ -1,0 +1,178 @@
+"""Task rows: definitions, their dependency edges, and per-task statistics."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, case, delete, func, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from taskyard.domain.models import Task
+from taskyard.domain.status import RunStatus
+from taskyard.storage.paging import Page, PageRequest, fetch_page
+from taskyard.storage.tables import runs, task_dependencies, tasks
+
+SORTABLE = {"created_at", "updated_at", "name", "priority", "id", "next_run_at", "last_run_at", "status"}
+
+live = tasks.c.deleted_at.is_(None)
+
+
+async def insert_task(conn: AsyncConnection, values: dict[str, Any]) -> int:
+    result = await conn.execute(insert(tasks).values(**values).returning(tasks.c.id))
+    return int(result.scalar_one())
+
+
+async def get_task(conn: AsyncConnection, task_id: int) -> Task | None:
+    row = (await conn.execute(select(tasks).where(tasks.c.id == task_id, live))).mappings().first()
+    if row is None:
+        return None
+    deps = await dependencies_of(conn, [task_id])
+    return Task.from_row({**row, "dependencies": deps.get(task_id, [])})
+
+
+async def find_ids_by_name(conn: AsyncConnection, names: list[str]) -> dict[str, int]:
+    if not names:
+        return {}
+    rows = await conn.execute(select(tasks.c.name, tasks.c.id).where(tasks.c.name.in_(names), live))
+    return {name: int(task_id) for name, task_id in rows.all()}
+
+
+async def existing_ids(conn: AsyncConnection, ids: list[int]) -> set[int]:
+    if not ids:
+        return set()
+    rows = await conn.execute(select(tasks.c.id).where(tasks.c.id.in_(ids), live))
+    return {int(r) for r in rows.scalars()}
+
+
+async def name_taken(conn: AsyncConnection, name: str, except_id: int | None = None) -> bool:
+    query = select(tasks.c.id).where(tasks.c.name == name, live)
+    if except_id is not None:
+        query = query.where(tasks.c.id != except_id)
+    return (await conn.execute(query.limit(1))).first() is not None
+
+
+async def update_task(conn: AsyncConnection, task_id: int, values: dict[str, Any]) -> None:
+    await conn.execute(update(tasks).where(tasks.c.id == task_id, live).values(**values))
+
+
+async def dependencies_of(conn: AsyncConnection, task_ids: list[int]) -> dict[int, list[int]]:
+    rows = await conn.execute(
+        select(task_dependencies.c.task_id, task_dependencies.c.depends_on_id)
+        .where(task_dependencies.c.task_id.in_(task_ids))
+        .order_by(task_dependencies.c.depends_on_id)
+    )
+    found: dict[int, list[int]] = defaultdict(list)
+    for task_id, dep in rows.all():
+        found[int(task_id)].append(int(dep))
+    return found
+
+
+async def all_dependency_edges(conn: AsyncConnection) -> dict[int, list[int]]:
+    rows = await conn.execute(
+        select(task_dependencies.c.task_id, task_dependencies.c.depends_on_id)
+        .join(tasks, tasks.c.id == task_dependencies.c.task_id).where(live)
+    )
+    edges: dict[int, list[int]] = defaultdict(list)
+    for task_id, dep in rows.all():
+        edges[int(task_id)].append(int(dep))
+    return edges
+
+
+async def set_dependencies(conn: AsyncConnection, task_id: int, depends_on: list[int]) -> None:
+    await conn.execute(delete(task_dependencies).where(task_dependencies.c.task_id == task_id))
+    if depends_on:
+        await conn.execute(insert(task_dependencies),
+                           [{"task_id": task_id, "depends_on_id": d} for d in depends_on])
+
+
+async def drop_edges_to(conn: AsyncConnection, task_id: int) -> None:
+    await conn.execute(delete(task_dependencies).where(or_(task_dependencies.c.depends_on_id == task_id,
+                                                           task_dependencies.c.task_id == task_id)))
+
+
+async def list_tasks(conn: AsyncConnection, *, status: str | None, task_type: str | None,
+                     priority: str | None, search: str | None,
+                     page: PageRequest) -> tuple[list[Task], int]:
+    query = select(tasks).where(live)
+    if status:
+        query = query.where(tasks.c.status == status)
+    if task_type:
+        query = query.where(tasks.c.task_type == task_type)
+    if priority:
+        query = query.where(tasks.c.priority == priority)
+    if search:
+        pattern = f"%{_escape_like(search.lower())}%"
+        query = query.where(or_(func.lower(tasks.c.name).like(pattern, escape="\\"),
+                                func.lower(tasks.c.description).like(pattern, escape="\\"),
+                                func.lower(tasks.c.command).like(pattern, escape="\\")))
+    result: Page = await fetch_page(conn, query, tasks.c[page.sort], tasks.c.id, page)
+    rows = result.rows
+    deps = await dependencies_of(conn, [r["id"] for r in rows]) if rows else {}
+    return [Task.from_row({**r, "dependencies": deps.get(r["id"], [])}) for r in rows], result.total
+
+
+def _escape_like(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+async def statistics(conn: AsyncConnection, task_id: int) -> dict[str, Any]:
+    row = (await conn.execute(
+        select(
+            func.count().label("total_runs"),
+            func.sum(case((runs.c.status == RunStatus.COMPLETED, 1), else_=0)).label("successful_runs"),
+            func.sum(case((runs.c.status == RunStatus.FAILED, 1), else_=0)).label("failed_runs"),
+            func.sum(case((runs.c.status == RunStatus.ABORTED, 1), else_=0)).label("aborted_runs"),
+            func.avg(case((runs.c.status == RunStatus.COMPLETED, runs.c.execution_time))).label("avg"),
+        ).where(runs.c.task_id == task_id)
+    )).mappings().one()
+    return {
+        "total_runs": int(row["total_runs"] or 0),
+        "successful_runs": int(row["successful_runs"] or 0),
+        "failed_runs": int(row["failed_runs"] or 0),
+        "aborted_runs": int(row["aborted_runs"] or 0),
+        "average_execution_time": round(float(row["avg"]), 3) if row["avg"] is not None else None,
+    }
+
+
+async def due_tasks(conn: AsyncConnection, now: datetime, limit: int) -> list[Task]:
+    rows = (await conn.execute(
+        select(tasks).where(live, tasks.c.status == "active", tasks.c.schedule.is_not(None),
+                            tasks.c.next_run_at <= now)
+        .order_by(tasks.c.next_run_at).limit(limit)
+    )).mappings().all()
+    return [Task.from_row(r) for r in rows]
+
+
+async def earliest_next_run(conn: AsyncConnection) -> datetime | None:
+    value = (await conn.execute(
+        select(func.min(tasks.c.next_run_at)).where(live, tasks.c.status == "active")
+    )).scalar_one_or_none()
+    return value if value is None or isinstance(value, datetime) else None
+
+
+async def counts(conn: AsyncConnection) -> dict[str, int]:
+    row = (await conn.execute(select(
+        func.count().label("total"),
+        func.sum(case((tasks.c.status == "active", 1), else_=0)).label("active"),
+        func.sum(case((tasks.c.status == "paused", 1), else_=0)).label("paused"),
+        func.sum(case((tasks.c.last_run_status == RunStatus.COMPLETED, 1), else_=0)).label("completed"),
+        func.sum(case((tasks.c.last_run_status == RunStatus.FAILED, 1), else_=0)).label("failed"),
+    ).where(live))).mappings().one()
+    return {k: int(v or 0) for k, v in row.items()}
+
+
+async def record_outcome(conn: AsyncConnection, task_id: int, status: RunStatus, at: datetime) -> None:
+    values: dict[str, Any] = {"last_run_status": status.value}
+    if status is RunStatus.COMPLETED:
+        values["last_success_at"] = at
+    await conn.execute(update(tasks).where(and_(tasks.c.id == task_id)).values(**values))
+
+
+async def get_tasks_any(conn: AsyncConnection, task_ids: list[int]) -> dict[int, Task]:
+    """Tasks by id, deleted ones included (a claimed run still needs its definition)."""
+    if not task_ids:
+        return {}
+    rows = (await conn.execute(select(tasks).where(tasks.c.id.in_(task_ids)))).mappings().all()
+    return {int(r["id"]): Task.from_row(r) for r in rows}

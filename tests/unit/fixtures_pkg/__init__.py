@@ -1,0 +1,1 @@
+"""Importable targets for the python-function executor tests (run in a subprocess)."""
