@@ -88,7 +88,7 @@ class ServerSettings(BaseSettings):
     @classmethod
     def load(cls, **overrides: object) -> ServerSettings:
         try:
-            return cls(**{k: v for k, v in overrides.items() if v is not None})
+            return cls(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
         except ValidationError as exc:
             raise SettingsError(describe_validation_error(exc)) from exc
 
@@ -123,6 +123,6 @@ class WorkerSettings(BaseSettings):
     @classmethod
     def load(cls, **overrides: object) -> WorkerSettings:
         try:
-            return cls(**{k: v for k, v in overrides.items() if v is not None})
+            return cls(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
         except ValidationError as exc:
             raise SettingsError(describe_validation_error(exc)) from exc

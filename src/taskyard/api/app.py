@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Protocol
 
 from fastapi import APIRouter, FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -16,8 +17,8 @@ from taskyard.api.envelope import RequestIdMiddleware, failure, new_request_id
 from taskyard.api.observability import Metrics, RequestMeter, SystemLogBuffer, TimingMiddleware
 from taskyard.api.scheduler import runs, system, tasks, workers
 from taskyard.api.security import RateLimiter
-from taskyard.scheduler.loops import LeaderLoops, LoopTimings
 from taskyard.services.access import JwtConfig
+from taskyard.services.clock import Clock, system_clock
 from taskyard.services.core import Core, CoreConfig
 from taskyard.settings import ServerSettings
 from taskyard.storage import migrate
@@ -27,10 +28,18 @@ from taskyard.storage.leader import libpq_url
 log = logging.getLogger("taskyard.api")
 
 
-def build_core(settings: ServerSettings) -> Core:
+class Background(Protocol):
+    """Work that lives as long as the server (the leader loops); started after the core is built."""
+
+    def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def build_core(settings: ServerSettings, clock: Clock = system_clock) -> Core:
     db = Database(settings.resolved_database_url)
     core = Core(db, CoreConfig(lease_seconds=settings.lease_seconds, poll_wait_max=settings.poll_wait_max,
-                               page_size_max=settings.page_size_max))
+                               page_size_max=settings.page_size_max), clock=clock)
     core.access.configure(forced=settings.auth, jwt_config=JwtConfig(
         secret=settings.jwt_secret, public_key=settings.jwt_public_key, audience=settings.jwt_audience,
         issuer=settings.jwt_issuer))
@@ -40,8 +49,8 @@ def build_core(settings: ServerSettings) -> Core:
     return core
 
 
-def create_app(settings: ServerSettings | None = None, *, run_loops: bool = True,
-               migrate_on_start: bool = True) -> FastAPI:
+def create_app(settings: ServerSettings | None = None, *, background: Callable[[Core], Background] | None = None,
+               migrate_on_start: bool = True, clock: Clock = system_clock) -> FastAPI:
     settings = settings or ServerSettings.load()
     system_logs = SystemLogBuffer(settings.system_log_capacity)
     metrics = Metrics()
@@ -52,13 +61,13 @@ def create_app(settings: ServerSettings | None = None, *, run_loops: bool = True
         logging.getLogger("taskyard").addHandler(system_logs)
         if migrate_on_start:
             await asyncio.to_thread(migrate.upgrade, settings.resolved_database_url)
-        core = build_core(settings)
+        core = build_core(settings, clock)
         core.run_observers.append(metrics.observe_run)
         app.state.core = core
         if core.db.is_postgres:
             core.db.wakeup.start_listening(libpq_url(settings.resolved_database_url))
-        loops = LeaderLoops(core, LoopTimings(settings.scheduler_interval, settings.reaper_interval))
-        if run_loops:
+        loops = background(core) if background is not None else None
+        if loops is not None:
             loops.start()
         mode = "required" if await core.access.required() else "off (loopback, no API keys yet)"
         log.info("taskyard %s serving on %s:%s, database %s, auth %s", __version__, settings.host, settings.port,
@@ -66,7 +75,8 @@ def create_app(settings: ServerSettings | None = None, *, run_loops: bool = True
         try:
             yield
         finally:
-            await loops.stop()
+            if loops is not None:
+                await loops.stop()
             await core.db.wakeup.stop()
             await core.db.dispose()
             logging.getLogger("taskyard").removeHandler(system_logs)

@@ -38,7 +38,7 @@ class SystemLogBuffer(logging.Handler):
                 "message": record.getMessage(),
                 "metadata": ctx if isinstance(ctx, dict) else {},
             })
-        except Exception:  # noqa: BLE001 - a log handler must never raise
+        except Exception:
             self.handleError(record)
 
     def query(self, *, level: str | None, service: str | None, start: datetime | None, end: datetime | None,

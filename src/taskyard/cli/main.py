@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -61,7 +61,7 @@ def up(host: Host = None, port: Port = None, database_url: DatabaseUrl = None, h
 
     settings = _server_settings(host=host, port=port, database_url=database_url, home=home)
     _setup_logging(settings.log_level)
-    local = "127.0.0.1" if settings.host in {"0.0.0.0", "::", ""} else settings.host  # noqa: S104
+    local = "127.0.0.1" if settings.host in {"0.0.0.0", "::", ""} else settings.host
     worker = _worker_settings(server=f"http://{local}:{settings.port}", concurrency=concurrency,
                               name=os.environ.get("TASKYARD_NAME") or "embedded")
     err.print(f"taskyard {__version__}: http://{settings.host}:{settings.port}/api "
@@ -156,7 +156,7 @@ def apikey_list(database_url: DatabaseUrl = None, home: Home = None,
 
     core = _with_core(_server_settings(database_url=database_url, home=home))
 
-    async def go() -> list[dict[str, object]]:
+    async def go() -> list[dict[str, Any]]:
         try:
             return await core.access.list_keys()
         finally:

@@ -9,7 +9,7 @@ from types import FrameType
 
 import uvicorn
 
-from taskyard.api.app import create_app
+from taskyard.server import create_server_app
 from taskyard.settings import ServerSettings, WorkerSettings
 
 log = logging.getLogger("taskyard.cli")
@@ -28,7 +28,7 @@ class _Server(uvicorn.Server):
 
 
 def _config(settings: ServerSettings) -> uvicorn.Config:
-    app = create_app(settings)
+    app = create_server_app(settings)
     loop = "uvloop"
     try:
         import uvloop  # noqa: F401

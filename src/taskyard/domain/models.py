@@ -17,7 +17,7 @@ class _Entity:
     def from_row(cls, row: Any) -> Self:
         """Build from a mapping (a SQLAlchemy row mapping); columns the entity lacks are ignored."""
         mapping = row if isinstance(row, dict) else dict(row)
-        converters = _enum_fields(cls)
+        converters = _enum_fields(cls)  # type: ignore[arg-type]
         names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
         values = {}
         for key, value in mapping.items():

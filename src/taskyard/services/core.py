@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -50,10 +51,9 @@ class Core:
         """Tell observers about runs a committed transaction finished; an observer never breaks a write."""
         for finished in lifecycle.finished:
             for observer in self.run_observers:
-                try:
+                # Observers report (metrics, webhooks); they must never fail the write that finished the run.
+                with contextlib.suppress(Exception):
                     observer(finished.run)
-                except Exception:  # noqa: BLE001, S110 - observers report, they must not fail the caller
-                    pass
         lifecycle.finished.clear()
         if self.db.is_sqlite:
             self.db.wakeup.fire()

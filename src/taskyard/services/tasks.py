@@ -56,7 +56,7 @@ class TaskService:
         async with self.core.db.write() as conn:
             if await task_rows.name_taken(conn, spec.name):
                 raise Conflict(f"a task named '{spec.name}' already exists", field="name", value=spec.name)
-            depends_on = await self._resolve_dependencies(conn, spec.dependencies)
+            depends_on = await _resolve_dependencies(conn, spec.dependencies)
             values = {
                 "uuid": str(uuid.uuid4()), "name": spec.name, "description": spec.description,
                 "task_type": spec.task_type, "executor": spec.executor or spec.task_type,
@@ -86,7 +86,7 @@ class TaskService:
             if "executor" in values and not values["executor"]:
                 values["executor"] = values.get("task_type", task.task_type)
             if "dependencies" in changes:
-                depends_on = await self._resolve_dependencies(conn, changes["dependencies"])
+                depends_on = await _resolve_dependencies(conn, changes["dependencies"])
                 edges = await task_rows.all_dependency_edges(conn)
                 edges[task_id] = depends_on
                 cycle = find_cycle(edges, task_id)
@@ -205,25 +205,26 @@ class TaskService:
             return None
         return CronSchedule.parse(schedule, timezone).next_after(now)
 
-    async def _resolve_dependencies(self, conn: AsyncConnection, refs: list[str | int]) -> list[int]:
-        ids: list[int] = []
-        names: list[str] = []
-        for ref in refs:
-            if isinstance(ref, int) or (isinstance(ref, str) and ref.strip().isdigit()):
-                ids.append(int(ref))
-            else:
-                names.append(str(ref))
-        by_name = await task_rows.find_ids_by_name(conn, names)
-        missing = [n for n in names if n not in by_name]
-        found = await task_rows.existing_ids(conn, ids)
-        missing += [str(i) for i in ids if i not in found]
-        if missing:
-            raise ValidationFailed(f"unknown dependency: {', '.join(missing)}", field="dependencies",
-                                   rule="exists", value=refs)
-        return sorted(set(ids) | set(by_name.values()))
-
 
 def _last_status_word(status: str | None) -> str | None:
     if status is None:
         return None
     return "success" if status == RunStatus.COMPLETED else status
+
+
+async def _resolve_dependencies(conn: AsyncConnection, refs: list[str | int]) -> list[int]:
+    ids: list[int] = []
+    names: list[str] = []
+    for ref in refs:
+        if isinstance(ref, int) or (isinstance(ref, str) and ref.strip().isdigit()):
+            ids.append(int(ref))
+        else:
+            names.append(str(ref))
+    by_name = await task_rows.find_ids_by_name(conn, names)
+    missing = [n for n in names if n not in by_name]
+    found = await task_rows.existing_ids(conn, ids)
+    missing += [str(i) for i in ids if i not in found]
+    if missing:
+        raise ValidationFailed(f"unknown dependency: {', '.join(missing)}", field="dependencies",
+                               rule="exists", value=refs)
+    return sorted(set(ids) | set(by_name.values()))
