@@ -116,14 +116,19 @@ async def claim(conn: AsyncConnection, *, worker_id: str, hostname: str, task_ty
         .order_by(runs.c.priority_rank.desc(), runs.c.id.asc())
         .limit(limit)
     )
+    chosen: Any = candidates.scalar_subquery()
     if conn.dialect.name == "postgresql":
-        candidates = candidates.with_for_update(skip_locked=True)
+        # A plain IN (subquery) may be planned as a nested-loop semi join that rescans the locking
+        # subquery per row, each rescan taking a fresh LIMIT of unlocked rows: the limit is lost.
+        # A MATERIALIZED CTE is evaluated exactly once.
+        locked = candidates.with_for_update(skip_locked=True).cte("claimable").prefix_with("MATERIALIZED")
+        chosen = select(locked.c.id).scalar_subquery()
     else:
         # SQLite runs this inside BEGIN IMMEDIATE: no other writer can interleave.
         pass
     stmt = (
         update(runs)
-        .where(runs.c.id.in_(candidates.scalar_subquery()), runs.c.status == RunStatus.QUEUED)
+        .where(runs.c.id.in_(chosen), runs.c.status == RunStatus.QUEUED)
         .values(status=RunStatus.RUNNING, worker_id=worker_id, worker_hostname=hostname,
                 attempt=runs.c.attempt + 1, lease_expires_at=lease_until, started_at=now,
                 updated_at=now)
