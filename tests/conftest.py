@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,7 +20,8 @@ from taskyard.storage import migrate
 from taskyard.storage.database import Database
 
 POSTGRES_URL = os.environ.get("TASKYARD_TEST_POSTGRES_URL")
-TEMPLATE = "taskyard_test_template"
+# One per pytest process: concurrent sessions on the same server must not drop each other's template.
+TEMPLATE = f"taskyard_test_template_{os.getpid()}"
 
 
 class FakeClock:
@@ -67,13 +69,21 @@ def _database_url(name: str) -> str:
     return f"{base}/{name}"
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file; each test copies it (running the migrations per test is slow)."""
+    path = tmp_path_factory.mktemp("sqlite_template") / "taskyard.db"
+    migrate.upgrade(f"sqlite:///{path}")
+    return path
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path, postgres_template: str | None) -> Iterator[str]:
+def database_url(request: pytest.FixtureRequest, tmp_path: Path, postgres_template: str | None,
+                 sqlite_template: Path) -> Iterator[str]:
     """A fresh, migrated database of each kind."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'taskyard.db'}"
-        migrate.upgrade(url)
-        yield url
+        shutil.copyfile(sqlite_template, tmp_path / "taskyard.db")
+        yield f"sqlite:///{tmp_path / 'taskyard.db'}"
         return
     if postgres_template is None:
         pytest.skip("set TASKYARD_TEST_POSTGRES_URL to run the PostgreSQL half")

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import AsyncIterator, Iterable
+import secrets
+from collections.abc import AsyncIterator, Iterable, Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
-from conftest import FakeClock, app_with, server_settings
+import psycopg
+import pytest
+
+from conftest import TEMPLATE, FakeClock, _admin_conninfo, _database_url, app_with, server_settings
+from taskyard.storage import migrate
 
 ALL_TYPES = ["shell", "python", "http"]
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -66,6 +72,26 @@ async def clocked(database_url: str, clock: FakeClock | None = None) -> AsyncIte
     clock = clock or FakeClock()
     async with app_with(server_settings(database_url), clock=clock) as client:
         yield client, clock
+
+
+@contextlib.contextmanager
+def shared_database(kind: str, directory: Path, postgres_template: str | None) -> Iterator[str]:
+    """A fresh migrated database for a whole module (the `database_url` fixture is per test)."""
+    if kind == "sqlite":
+        url = f"sqlite:///{directory / 'taskyard.db'}"
+        migrate.upgrade(url)
+        yield url
+        return
+    if postgres_template is None:
+        pytest.skip("set TASKYARD_TEST_POSTGRES_URL to run the PostgreSQL half")
+    name = f"taskyard_m_{secrets.token_hex(5)}"
+    with psycopg.connect(_admin_conninfo(), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+    try:
+        yield _database_url(name)
+    finally:
+        with psycopg.connect(_admin_conninfo(), autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 async def create_task(client: httpx.AsyncClient, name: str, **fields: Any) -> dict[str, Any]:

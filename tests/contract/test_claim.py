@@ -5,19 +5,17 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
-import pytest
+from contract_kit import claim, make_task, make_worker, report
 
 from taskyard.domain.status import RunStatus, WorkerStatus
 from taskyard.services.core import Core
 from taskyard.storage import runs as run_rows
 
-pytestmark = pytest.mark.usefixtures("database_url")
 
-
-async def test_priority_first_then_oldest(core, clock, make_task, make_worker, claim) -> None:
-    low = await make_task(priority="low")
-    normal = await make_task(priority="normal")
-    critical = await make_task(priority="critical")
+async def test_priority_first_then_oldest(core, clock) -> None:
+    low = await make_task(core, priority="low")
+    normal = await make_task(core, priority="normal")
+    critical = await make_task(core, priority="critical")
     expected = []
     order = [(low, None), (normal, None), (critical, None), (normal, "high"), (low, None), (critical, None)]
     for task, override in order:
@@ -26,93 +24,96 @@ async def test_priority_first_then_oldest(core, clock, make_task, make_worker, c
         clock.advance(1)
     rank = {"low": 0, "normal": 1, "high": 2, "critical": 3}
     expected.sort(key=lambda r: (-rank[r.priority.value], r.created_at, r.id))
-    worker = await make_worker()
+    worker = await make_worker(core)
     got = []
     for _ in expected:
-        [run] = await claim(worker.id)
+        [run] = await claim(core, worker.id)
         got.append(run.id)
     assert got == [r.id for r in expected]
-    assert await claim(worker.id) == []
+    assert await claim(core, worker.id) == []
 
 
-async def test_one_poll_returns_runs_in_claim_order(core, make_task, make_worker, claim) -> None:
-    low = await make_task(priority="low")
-    high = await make_task(priority="high")
+async def test_one_poll_returns_runs_in_claim_order(core) -> None:
+    low = await make_task(core, priority="low")
+    high = await make_task(core, priority="high")
     ids = [(await core.runs.trigger(t.id)).run.id for t in (low, high, low, high)]
-    worker = await make_worker()
-    runs = await claim(worker.id, capacity=10)
+    worker = await make_worker(core)
+    runs = await claim(core, worker.id, capacity=10)
     assert [r.id for r in runs] == [ids[1], ids[3], ids[0], ids[2]]
     assert all(r.status is RunStatus.RUNNING and r.attempt == 1 for r in runs)
 
 
-async def test_task_types_filter(core, make_task, make_worker, claim) -> None:
-    shell = await make_task(task_type="shell")
-    python = await make_task(task_type="python")
+async def test_task_types_filter(core) -> None:
+    shell = await make_task(core, task_type="shell")
+    python = await make_task(core, task_type="python")
     shell_run = (await core.runs.trigger(shell.id)).run
     python_run = (await core.runs.trigger(python.id)).run
-    py_worker = await make_worker(task_types=["python"])
-    assert [r.id for r in await claim(py_worker.id, capacity=10)] == [python_run.id]
-    assert await claim(py_worker.id, capacity=10) == []
-    both = await make_worker(task_types=["http", "shell"])
-    assert [r.id for r in await claim(both.id, capacity=10)] == [shell_run.id]
+    py_worker = await make_worker(core, task_types=["python"])
+    assert [r.id for r in await claim(core, py_worker.id, capacity=10)] == [python_run.id]
+    assert await claim(core, py_worker.id, capacity=10) == []
+    both = await make_worker(core, task_types=["http", "shell"])
+    assert [r.id for r in await claim(core, both.id, capacity=10)] == [shell_run.id]
 
 
-async def test_max_concurrent_tasks(core, make_task, make_worker, claim, report) -> None:
-    task = await make_task()
+async def test_max_concurrent_tasks(core) -> None:
+    task = await make_task(core)
     for _ in range(5):
         await core.runs.trigger(task.id)
-    worker = await make_worker(max_concurrent_tasks=2)
-    first = await claim(worker.id, capacity=10)
+    worker = await make_worker(core, max_concurrent_tasks=2)
+    first = await claim(core, worker.id, capacity=10)
     assert len(first) == 2
-    assert await claim(worker.id, capacity=10) == []  # full: what it holds counts
-    await report(worker.id, first[0], "completed")
-    assert len(await claim(worker.id, capacity=10)) == 1
-    other = await make_worker(max_concurrent_tasks=10)
-    assert len(await claim(other.id, capacity=10)) == 2
+    held = [r.id for r in first]
+    # The worker's own list of what it executes is what counts: a run whose outcome report is still on
+    # its way must not stall the next claim.
+    assert await claim(core, worker.id, capacity=10, running=held) == []
+    await report(core, worker.id, first[0], "completed")
+    assert len(await claim(core, worker.id, capacity=10, running=held[1:])) == 1
+    other = await make_worker(core, max_concurrent_tasks=10)
+    assert len(await claim(core, other.id, capacity=10)) == 2
 
 
-async def test_capacity(core, make_task, make_worker, claim) -> None:
-    task = await make_task()
+async def test_capacity(core) -> None:
+    task = await make_task(core)
     for _ in range(5):
         await core.runs.trigger(task.id)
-    worker = await make_worker(max_concurrent_tasks=100)
-    assert await claim(worker.id, capacity=0) == []
-    assert len(await claim(worker.id, capacity=3)) == 3
-    assert len(await claim(worker.id, capacity=3)) == 2
+    worker = await make_worker(core, max_concurrent_tasks=100)
+    assert await claim(core, worker.id, capacity=0) == []
+    assert len(await claim(core, worker.id, capacity=3)) == 3
+    assert len(await claim(core, worker.id, capacity=3)) == 2
 
 
-async def test_draining_and_offline_workers_claim_nothing(core, make_task, make_worker, claim) -> None:
-    task = await make_task()
+async def test_draining_and_offline_workers_claim_nothing(core) -> None:
+    task = await make_task(core)
     await core.runs.trigger(task.id)
-    worker = await make_worker()
+    worker = await make_worker(core)
     await core.workers.update(worker.id, {"status": "draining"})
     result = await core.workers.poll(worker.id, capacity=5, running=[], wait=0)
     assert result.runs == [] and result.status is WorkerStatus.DRAINING
     await core.workers.update(worker.id, {"status": "active"})
-    assert len(await claim(worker.id, capacity=5)) == 1
+    assert len(await claim(core, worker.id, capacity=5)) == 1
 
 
-async def test_pending_runs_are_not_claimable(core, make_task, make_worker, claim) -> None:
-    upstream = await make_task(task_type="python")
-    downstream = await make_task(dependencies=[upstream.id])
+async def test_pending_runs_are_not_claimable(core) -> None:
+    upstream = await make_task(core, task_type="python")
+    downstream = await make_task(core, dependencies=[upstream.id])
     run = (await core.runs.trigger(downstream.id)).run
     assert run.status is RunStatus.PENDING
-    worker = await make_worker(task_types=["shell"])
-    assert await claim(worker.id, capacity=5) == []
+    worker = await make_worker(core, task_types=["shell"])
+    assert await claim(core, worker.id, capacity=5) == []
 
 
 RUNS = 200
 POLLERS = 8
 
 
-async def test_no_run_claimed_twice_under_concurrency(core: Core, make_task, make_worker) -> None:
-    task = await make_task()
+async def test_no_run_claimed_twice_under_concurrency(core: Core) -> None:
+    task = await make_task(core)
     lifecycle = core.lifecycle()
     async with core.db.write() as conn:
         created = [await lifecycle.create(conn, task, now=core.clock(), trigger="manual") for _ in range(RUNS)]
     expected = {r.id for r in created if r is not None}
     assert len(expected) == RUNS
-    workers = [await make_worker(max_concurrent_tasks=10_000) for _ in range(POLLERS)]
+    workers = [await make_worker(core, max_concurrent_tasks=10_000) for _ in range(POLLERS)]
 
     async def poller(worker_id: str) -> list[int]:
         mine: list[int] = []

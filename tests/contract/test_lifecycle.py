@@ -5,13 +5,12 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from contract_kit import claim, make_task, make_worker, report
 
 from taskyard.domain.errors import Conflict
 from taskyard.domain.status import RunStatus, TriggerKind
 from taskyard.services.core import Core
 from taskyard.storage import runs as run_rows
-
-pytestmark = pytest.mark.usefixtures("database_url")
 
 LEASE = 10  # the `core` fixture's lease_seconds
 BASE = 1.0  # the `core` fixture's retry_base_delay
@@ -26,8 +25,8 @@ async def _run(core: Core, run_id: int):
     return (await core.runs.get(run_id)).run
 
 
-async def test_trigger_queues_a_run(core, clock, make_task) -> None:
-    task = await make_task(priority="high", retry_count=2, timeout_seconds=60)
+async def test_trigger_queues_a_run(core, clock) -> None:
+    task = await make_task(core, priority="high", retry_count=2, timeout_seconds=60)
     triggered = await core.runs.trigger(task.id, parameters={"x": 1})
     run = triggered.run
     assert run.status is RunStatus.QUEUED
@@ -40,12 +39,12 @@ async def test_trigger_queues_a_run(core, clock, make_task) -> None:
     assert [(h["status"], h["attempt"]) for h in history] == [("queued", 0)]
 
 
-async def test_claim_then_complete(core, clock, make_task, make_worker, claim, report) -> None:
-    task = await make_task()
+async def test_claim_then_complete(core, clock) -> None:
+    task = await make_task(core)
     run = (await core.runs.trigger(task.id)).run
-    worker = await make_worker()
+    worker = await make_worker(core)
     clock.advance(1)
-    [claimed] = await claim(worker.id)
+    [claimed] = await claim(core, worker.id)
     assert claimed.id == run.id
     assert claimed.status is RunStatus.RUNNING
     assert claimed.attempt == 1
@@ -54,7 +53,7 @@ async def test_claim_then_complete(core, clock, make_task, make_worker, claim, r
     assert claimed.lease_expires_at == clock.now + timedelta(seconds=LEASE)
 
     clock.advance(2.5)
-    result = await report(worker.id, claimed, "completed", result="ok", exit_code=0)
+    result = await report(core, worker.id, claimed, "completed", result="ok", exit_code=0)
     assert result.accepted == [run.id] and result.rejected == []
     done = await _run(core, run.id)
     assert done.status is RunStatus.COMPLETED
@@ -68,17 +67,17 @@ async def test_claim_then_complete(core, clock, make_task, make_worker, claim, r
     assert (await core.tasks.get(task.id)).task.last_success_at == clock.now
 
 
-async def test_failure_retries_with_backoff_then_fails(core, clock, make_task, make_worker, claim, report) -> None:
-    task = await make_task(retry_count=2)
+async def test_failure_retries_with_backoff_then_fails(core, clock) -> None:
+    task = await make_task(core, retry_count=2)
     run = (await core.runs.trigger(task.id)).run
-    worker = await make_worker()
+    worker = await make_worker(core)
 
     for retries_done in range(2):
-        [claimed] = await claim(worker.id)
+        [claimed] = await claim(core, worker.id)
         assert claimed.id == run.id
         assert claimed.attempt == retries_done + 1
         clock.advance(1)
-        result = await report(worker.id, claimed, "failed", error_message=f"boom {retries_done}", exit_code=1)
+        result = await report(core, worker.id, claimed, "failed", error_message=f"boom {retries_done}", exit_code=1)
         assert result.accepted == [run.id]
         again = await _run(core, run.id)
         assert again.status is RunStatus.QUEUED
@@ -90,13 +89,13 @@ async def test_failure_retries_with_backoff_then_fails(core, clock, make_task, m
         assert delay * (1 - JITTER) - 1e-6 <= wait <= delay * (1 + JITTER) + 1e-6
         # Not claimable during the backoff, claimable after it.
         clock.advance(wait / 2)
-        assert await claim(worker.id) == []
+        assert await claim(core, worker.id) == []
         clock.advance(wait)
 
-    [last] = await claim(worker.id)
+    [last] = await claim(core, worker.id)
     assert last.attempt == 3 and last.retry_count == 2
     clock.advance(1)
-    await report(worker.id, last, "timed_out")
+    await report(core, worker.id, last, "timed_out")
     final = await _run(core, run.id)
     assert final.status is RunStatus.FAILED
     assert final.retry_count == 2
@@ -110,30 +109,31 @@ async def test_failure_retries_with_backoff_then_fails(core, clock, make_task, m
     assert all(h["reason"] for h in history if h["status"] in {"queued", "failed"})
 
 
-async def test_failure_without_retries_fails_at_once(core, make_task, make_worker, claim, report) -> None:
-    task = await make_task(retry_count=0)
+async def test_failure_without_retries_fails_at_once(core) -> None:
+    task = await make_task(core, retry_count=0)
     run = (await core.runs.trigger(task.id)).run
-    worker = await make_worker()
-    [claimed] = await claim(worker.id)
-    await report(worker.id, claimed, "failed", error_message="bad")
+    worker = await make_worker(core)
+    [claimed] = await claim(core, worker.id)
+    await report(core, worker.id, claimed, "failed", error_message="bad")
     final = await _run(core, run.id)
     assert final.status is RunStatus.FAILED and final.retry_count == 0 and final.error_message == "bad"
 
 
-async def test_logs_without_outcome_keep_it_running(core, make_task, make_worker, claim, report) -> None:
-    task = await make_task()
-    (await core.runs.trigger(task.id)).run  # noqa: B018
-    worker = await make_worker()
-    [claimed] = await claim(worker.id)
-    await report(worker.id, claimed, None, logs=[{"message": "line 1"}, {"message": "line 2", "stream": "stderr"}])
+async def test_logs_without_outcome_keep_it_running(core) -> None:
+    task = await make_task(core)
+    await core.runs.trigger(task.id)
+    worker = await make_worker(core)
+    [claimed] = await claim(core, worker.id)
+    await report(core, worker.id, claimed, None,
+                 logs=[{"message": "line 1"}, {"message": "line 2", "stream": "stderr"}])
     detail = await core.runs.get(claimed.id)
     assert detail.run.status is RunStatus.RUNNING
     assert [line["message"] for line in detail.logs] == ["line 1", "line 2"]
     assert detail.logs[1]["stream"] == "stderr" and detail.logs[0]["attempt"] == 1
 
 
-async def test_abort_queued(core, make_task) -> None:
-    task = await make_task()
+async def test_abort_queued(core) -> None:
+    task = await make_task(core)
     run = (await core.runs.trigger(task.id)).run
     aborted = await core.runs.abort(run.id)
     assert aborted.status is RunStatus.ABORTED
@@ -141,9 +141,9 @@ async def test_abort_queued(core, make_task) -> None:
     assert [h["status"] for h in await _history(core, run.id)] == ["queued", "aborted"]
 
 
-async def test_abort_pending(core, make_task) -> None:
-    upstream = await make_task()
-    downstream = await make_task(dependencies=[upstream.id])
+async def test_abort_pending(core) -> None:
+    upstream = await make_task(core)
+    downstream = await make_task(core, dependencies=[upstream.id])
     run = (await core.runs.trigger(downstream.id)).run
     assert run.status is RunStatus.PENDING
     aborted = await core.runs.abort(run.id)
@@ -151,11 +151,11 @@ async def test_abort_pending(core, make_task) -> None:
     assert (await core.runs.get(run.id)).waiting_on == []
 
 
-async def test_abort_running_tells_the_worker(core, clock, make_task, make_worker, claim, report) -> None:
-    task = await make_task(retry_count=3)
+async def test_abort_running_tells_the_worker(core, clock) -> None:
+    task = await make_task(core, retry_count=3)
     run = (await core.runs.trigger(task.id)).run
-    worker = await make_worker()
-    [claimed] = await claim(worker.id)
+    worker = await make_worker(core)
+    [claimed] = await claim(core, worker.id)
     clock.advance(3)
     aborted = await core.runs.abort(run.id)
     assert aborted.status is RunStatus.ABORTED
@@ -165,19 +165,19 @@ async def test_abort_running_tells_the_worker(core, clock, make_task, make_worke
     polled = await core.workers.poll(worker.id, capacity=1, running=[run.id], wait=0)
     assert polled.abort_runs == [run.id] and polled.runs == []
     # Its own attempt may still send last lines, but nothing changes the final status.
-    result = await report(worker.id, claimed, "failed", logs=[{"message": "killed"}])
+    result = await report(core, worker.id, claimed, "failed", logs=[{"message": "killed"}])
     assert result.accepted == [run.id]
     final = await _run(core, run.id)
     assert final.status is RunStatus.ABORTED and final.retry_count == 0
     assert [h["status"] for h in await _history(core, run.id)] == ["queued", "running", "aborted"]
 
 
-async def test_illegal_moves_raise_conflict(core, make_task, make_worker, claim, report) -> None:
-    task = await make_task()
+async def test_illegal_moves_raise_conflict(core) -> None:
+    task = await make_task(core)
     run = (await core.runs.trigger(task.id)).run
-    worker = await make_worker()
-    [claimed] = await claim(worker.id)
-    await report(worker.id, claimed, "completed")
+    worker = await make_worker(core)
+    [claimed] = await claim(core, worker.id)
+    await report(core, worker.id, claimed, "completed")
 
     with pytest.raises(Conflict):
         await core.runs.abort(run.id)
@@ -195,14 +195,14 @@ async def test_illegal_moves_raise_conflict(core, make_task, make_worker, claim,
             await core.lifecycle().move(conn, other, RunStatus.COMPLETED, now=core.clock())
     assert (await _run(core, other.id)).status is RunStatus.QUEUED
     # A late report on the completed run is refused as stale, not applied.
-    late = await report(worker.id, claimed, "failed")
+    late = await report(core, worker.id, claimed, "failed")
     assert late.accepted == [] and late.rejected[0]["run_id"] == run.id
     assert (await _run(core, run.id)).status is RunStatus.COMPLETED
 
 
-async def test_guarded_move_loses_a_race(core, make_task) -> None:
+async def test_guarded_move_loses_a_race(core) -> None:
     """A move based on a stale read does not overwrite what someone else did first."""
-    task = await make_task()
+    task = await make_task(core)
     run = (await core.runs.trigger(task.id)).run
     await core.runs.abort(run.id)
     async with core.db.write() as conn:

@@ -59,7 +59,7 @@ def test_no_self_transitions_and_finals_are_terminal() -> None:
         assert final.is_final and not final.is_active
     for active in ACTIVE_RUN_STATUSES:
         assert active.is_active and not active.is_final
-    assert FINAL_RUN_STATUSES | ACTIVE_RUN_STATUSES == set(RunStatus)
+    assert set(RunStatus) == FINAL_RUN_STATUSES | ACTIVE_RUN_STATUSES
     assert not FINAL_RUN_STATUSES & ACTIVE_RUN_STATUSES
 
 

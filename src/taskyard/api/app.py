@@ -131,7 +131,27 @@ class BodyLimitMiddleware:
                     return {"type": "http.disconnect"}
             return message
 
-        await self.app(scope, counting_receive, send)
+        started = replaced = False
+
+        async def guarded_send(message: Message) -> None:
+            # Once the body ran over, whatever the app answers (it saw a disconnect) becomes the 413.
+            nonlocal started, replaced
+            if message["type"] == "http.response.start" and not started:
+                started = True
+                if too_large:
+                    replaced = True
+                    await self._too_large(scope, send)
+                    return
+            if not replaced:
+                await send(message)
+
+        try:
+            await self.app(scope, counting_receive, guarded_send)
+        except Exception:
+            if not too_large or started:
+                raise
+        if too_large and not started:
+            await self._too_large(scope, send)
 
     async def _too_large(self, scope: Scope, send: Send) -> None:
         request_id = scope.get("state", {}).get("request_id") or new_request_id()

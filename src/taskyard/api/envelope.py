@@ -17,7 +17,23 @@ JSON_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE
 
 
 def dumps(value: Any) -> bytes:
-    return orjson.dumps(value, default=_fallback, option=JSON_OPTIONS)
+    try:
+        return orjson.dumps(value, default=_fallback, option=JSON_OPTIONS)
+    except TypeError:
+        # Integers past 64 bits and lone surrogates (bad input echoed in an error) become text.
+        return orjson.dumps(_portable(value), default=_fallback, option=JSON_OPTIONS)
+
+
+def _portable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {_portable(k): _portable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_portable(v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
+        return str(value)
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    return value
 
 
 def _fallback(value: Any) -> Any:

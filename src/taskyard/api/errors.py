@@ -73,7 +73,8 @@ async def on_request_validation(request: Request, exc: Exception) -> Response:
     first = errors[0] if errors else {}
     loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
     rule = str(first.get("type", "invalid"))
-    if rule in {"json_invalid", "model_attributes_type"} or (rule == "dict_type" and not loc):
+    if rule in {"json_invalid", "model_attributes_type"} or (rule in {"dict_type", "missing", "model_type"}
+                                                             and not loc):
         return _respond(request, 400, "VALIDATION_ERROR", "the request body is not a valid JSON object",
                         {"field": None, "rule": "json", "value": None})
     value = first.get("input")

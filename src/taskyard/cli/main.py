@@ -7,13 +7,16 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
 from taskyard import __version__
 from taskyard.settings import ServerSettings, SettingsError, WorkerSettings
+
+if TYPE_CHECKING:
+    from taskyard.services.core import Core
 
 app = typer.Typer(name="taskyard", help="A distributed task scheduler that tracks every run.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -80,8 +83,15 @@ def server(host: Host = None, port: Port = None, database_url: DatabaseUrl = Non
     serve(settings)
 
 
-@app.command()
+# A group so that `taskyard worker list|show` can inspect workers while a bare `taskyard worker [options]`
+# still starts an agent, as it always has.
+worker_app = typer.Typer(invoke_without_command=True)
+app.add_typer(worker_app, name="worker")
+
+
+@worker_app.callback()
 def worker(
+    ctx: typer.Context,
     server: Annotated[str | None, typer.Option(help="Server URL [env TASKYARD_SERVER]")] = None,
     api_key: Annotated[str | None, typer.Option(help="API key [env TASKYARD_API_KEY]")] = None,
     task_types: Annotated[str | None, typer.Option(help="Comma list [env TASKYARD_TASK_TYPES]")] = None,
@@ -89,7 +99,9 @@ def worker(
     name: Annotated[str | None, typer.Option(help="Stable worker id [env TASKYARD_NAME]")] = None,
     max_runs: Annotated[int | None, typer.Option(help="Exit after this many runs")] = None,
 ) -> None:
-    """A worker agent: registers with the server and runs what it claims."""
+    """A worker agent: registers with the server and runs what it claims. `list` and `show` inspect workers."""
+    if ctx.invoked_subcommand is not None:
+        return
     from taskyard.worker.agent import run_worker
 
     settings = _worker_settings(server=server, api_key=api_key, task_types=task_types, concurrency=concurrency,
@@ -108,7 +120,7 @@ def db_upgrade(database_url: DatabaseUrl = None, home: Home = None) -> None:
     err.print(f"database at revision {migrate.current_revision(settings.resolved_database_url)}")
 
 
-def _with_core(settings: ServerSettings):  # type: ignore[no-untyped-def]
+def _with_core(settings: ServerSettings) -> Core:
     from taskyard.api.app import build_core
     from taskyard.storage import migrate
 
@@ -201,10 +213,7 @@ def version() -> None:
 
 
 def main() -> None:
-    try:
-        from taskyard.cli import client_commands
+    from taskyard.cli import client_commands
 
-        client_commands.register(app)
-    except ImportError:
-        pass
+    client_commands.register(app)
     app()

@@ -55,10 +55,10 @@ class TaskyardClientError(Exception):
 class TaskyardConnectionError(TaskyardClientError):
     """The server could not be reached, or did not answer in time."""
 
-    def __init__(self, url: str, reason: str) -> None:
+    def __init__(self, url: str, reason: str, message: str | None = None) -> None:
         self.url = url
         self.reason = reason
-        super().__init__(f"cannot reach the taskyard server at {url}: {reason}")
+        super().__init__(message or f"cannot reach the taskyard server at {url}: {reason}")
 
 
 class TaskyardAPIError(TaskyardClientError):
@@ -121,9 +121,12 @@ class TaskyardClient:
         try:
             response = self._http.request(method, path, params=_drop_none(params or {}), json=json,
                                           headers=headers)
+        except httpx.ConnectTimeout as exc:
+            raise TaskyardConnectionError(self.base_url, "connection timed out") from exc
         except httpx.TimeoutException as exc:
-            raise TaskyardConnectionError(self.base_url, f"no answer within {self._http.timeout.read}s "
-                                          f"({type(exc).__name__})") from exc
+            reason = f"no answer within {self._http.timeout.read}s ({type(exc).__name__})"
+            raise TaskyardConnectionError(self.base_url, reason,
+                                          f"the taskyard server at {self.base_url} sent {reason}") from exc
         except httpx.TransportError as exc:
             raise TaskyardConnectionError(self.base_url, str(exc) or type(exc).__name__) from exc
         return self._unwrap(response)

@@ -46,6 +46,9 @@ class RunLifecycle:
                      reason: str | None = None) -> Run | None:
         """Insert a run. It waits (pending) on every dependency that has not succeeded since this task's
         last success: an in-flight run of the dependency is shared, otherwise one is triggered for it."""
+        # A cron slot may turn out to be taken (another tick fired it): then the dependency runs
+        # triggered for it are undone with the savepoint instead of being left with nothing waiting.
+        slot = await conn.begin_nested() if scheduled_for is not None else None
         waits = await self._plan_dependencies(conn, task, now=now)
         status = RunStatus.PENDING if waits else RunStatus.QUEUED
         chosen = priority or task.priority
@@ -61,7 +64,11 @@ class RunLifecycle:
         }
         run_id = await run_rows.insert_run(conn, values, reason=reason, on_conflict_skip=scheduled_for is not None)
         if run_id is None:
+            if slot is not None:
+                await slot.rollback()
             return None
+        if slot is not None:
+            await slot.commit()
         await run_rows.add_waits(conn, run_id, waits)
         await task_rows.update_task(conn, task.id, {"last_run_at": now})
         if status is RunStatus.QUEUED:
@@ -102,8 +109,11 @@ class RunLifecycle:
             changes["lease_expires_at"] = None
             if run.status is RunStatus.RUNNING and run.started_at is not None:
                 changes.setdefault("execution_time", round((now - run.started_at).total_seconds(), 6))
+        # Guard on the attempt that was read too: running -> queued -> running again (same status,
+        # newer attempt) must not let a decision about the old attempt land on the new one.
         moved = await run_rows.change_status(conn, run.id, expected={run.status}, values=changes, at=now,
-                                             reason=reason, attempt=attempt, worker_id=worker_id)
+                                             reason=reason, attempt=run.attempt if attempt is None else attempt,
+                                             worker_id=worker_id)
         if moved is not None and target.is_final:
             await self._after_final(conn, moved, now=now)
         return moved

@@ -154,6 +154,11 @@ class TaskService:
         if page.sort not in task_rows.SORTABLE:
             raise ValidationFailed(f"cannot sort tasks by '{page.sort}'", field="sort", rule="one_of",
                                    value=page.sort)
+        # Filters on a closed set of values refuse unknown ones (a typo would silently match nothing).
+        if status is not None and status not in {s.value for s in TaskStatus}:
+            raise ValidationFailed("status must be one of active, paused", field="status", rule="one_of",
+                                   value=status)
+        self._check_fields({k: v for k, v in (("task_type", task_type), ("priority", priority)) if v is not None})
         async with self.core.db.read() as conn:
             return await task_rows.list_tasks(conn, status=status, task_type=task_type, priority=priority,
                                               search=search, page=page)
@@ -190,10 +195,8 @@ class TaskService:
     @staticmethod
     def _check_schedule(schedule: str | None, timezone: str) -> None:
         try:
-            if schedule:
-                CronSchedule.parse(schedule, timezone or "UTC")
-            else:
-                CronSchedule.parse("* * * * *", timezone or "UTC")
+            # An empty timezone is refused too: it would break the schedule the task gets later.
+            CronSchedule.parse(schedule or "* * * * *", timezone)
         except CronError as exc:
             field_name = "timezone" if "timezone" in str(exc) else "schedule"
             raise ValidationFailed(str(exc), field=field_name, rule="cron" if field_name == "schedule"

@@ -160,7 +160,9 @@ class WorkerService:
             abort = await run_rows.not_held(conn, worker_id, running)
             claimed: list[Run] = []
             if worker.status is WorkerStatus.ACTIVE and capacity > 0:
-                room = worker.max_concurrent_tasks - await run_rows.running_count(conn, worker_id)
+                # The worker's own list is the truth about its free slots: the database still shows
+                # runs whose outcome report is on its way, and counting those would stall the claim.
+                room = worker.max_concurrent_tasks - len(running)
                 claimed = await run_rows.claim(conn, worker_id=worker_id, hostname=worker.hostname,
                                                task_types=list(worker.task_types), limit=min(capacity, room),
                                                now=now, lease_until=lease_deadline(now, self.lease))
@@ -262,6 +264,12 @@ class WorkerService:
         if page.sort not in worker_rows.SORTABLE:
             raise ValidationFailed(f"cannot sort workers by '{page.sort}'", field="sort", rule="one_of",
                                    value=page.sort)
+        if status is not None and status not in {s.value for s in WorkerStatus}:
+            raise ValidationFailed("status must be one of active, draining, offline", field="status",
+                                   rule="one_of", value=status)
+        if task_type is not None and task_type not in self.core.config.task_types:
+            raise ValidationFailed(f"unknown task_type '{task_type}'", field="task_type", rule="one_of",
+                                   value=task_type)
         async with self.core.db.read() as conn:
             return await worker_rows.list_workers(conn, status=status, task_type=task_type, hostname=hostname,
                                                   page=page)

@@ -79,7 +79,8 @@ async def list_runs(conn: AsyncConnection, *, task_id: int | None, status: list[
     if end_date:
         query = query.where(runs.c.created_at < datetime.combine(end_date + timedelta(days=1),
                                                                  datetime.min.time()))
-    result = await fetch_page(conn, query, runs.c[page.sort], runs.c.id, page)
+    sort_column = runs.c.priority_rank if page.sort == "priority" else runs.c[page.sort]  # by rank
+    result = await fetch_page(conn, query, sort_column, runs.c.id, page)
     return [Run.from_row(r) for r in result.rows], result.total
 
 

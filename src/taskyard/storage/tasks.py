@@ -107,7 +107,10 @@ async def list_tasks(conn: AsyncConnection, *, status: str | None, task_type: st
         query = query.where(or_(func.lower(tasks.c.name).like(pattern, escape="\\"),
                                 func.lower(tasks.c.description).like(pattern, escape="\\"),
                                 func.lower(tasks.c.command).like(pattern, escape="\\")))
-    result: Page = await fetch_page(conn, query, tasks.c[page.sort], tasks.c.id, page)
+    # Priority sorts by rank (low < normal < high < critical), not alphabetically.
+    sort_column: Any = (case({"low": 0, "normal": 1, "high": 2, "critical": 3}, value=tasks.c.priority,
+                             else_=1) if page.sort == "priority" else tasks.c[page.sort])
+    result: Page = await fetch_page(conn, query, sort_column, tasks.c.id, page)
     rows = result.rows
     deps = await dependencies_of(conn, [r["id"] for r in rows]) if rows else {}
     return [Task.from_row({**r, "dependencies": deps.get(r["id"], [])}) for r in rows], result.total
@@ -142,7 +145,9 @@ async def due_tasks(conn: AsyncConnection, now: datetime, limit: int) -> list[Ta
                             tasks.c.next_run_at <= now)
         .order_by(tasks.c.next_run_at).limit(limit)
     )).mappings().all()
-    return [Task.from_row(r) for r in rows]
+    # With their dependencies: a cron run waits on them like any other run.
+    deps = await dependencies_of(conn, [r["id"] for r in rows]) if rows else {}
+    return [Task.from_row({**r, "dependencies": deps.get(r["id"], [])}) for r in rows]
 
 
 async def earliest_next_run(conn: AsyncConnection) -> datetime | None:

@@ -6,17 +6,20 @@ import hashlib
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
+import orjson
 from fastapi import Depends, Path, Query, Request
 from starlette.responses import Response
 
+from taskyard.api.envelope import dumps, metadata, request_id_of
 from taskyard.domain.errors import ValidationFailed
 from taskyard.services.core import Core
 from taskyard.storage.paging import PageRequest
 
 MAX_ID = 2**63 - 1
+NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL; refuse it at the edge
 TaskId = Annotated[int, Path(ge=1, le=MAX_ID, description="task id")]
 RunId = Annotated[int, Path(ge=1, le=MAX_ID, description="run id")]
-WorkerId = Annotated[str, Path(min_length=1, max_length=255, description="worker id")]
+WorkerId = Annotated[str, Path(min_length=1, max_length=255, pattern=NO_NUL, description="worker id")]
 
 
 def core_of(request: Request) -> Core:
@@ -54,7 +57,9 @@ async def idempotent(request: Request, produce: Callable[[], Awaitable[Response]
     earlier = await core.access.begin_idempotent(scope, key, fingerprint)
     if earlier is not None:
         status, body = earlier
-        return Response(body, status_code=status, media_type="application/json",
+        # The first answer's data, with this request's metadata (its request_id matches X-Request-ID).
+        replayed = {**orjson.loads(body), "metadata": metadata(request_id_of(request.scope))}
+        return Response(dumps(replayed), status_code=status, media_type="application/json",
                         headers={"Idempotent-Replayed": "true"})
     try:
         response = await produce()

@@ -10,12 +10,13 @@ from starlette.responses import Response
 
 from taskyard.api.envelope import ok
 from taskyard.api.scheduler import shapes
-from taskyard.api.scheduler.common import MAX_ID, Paging, RunId, Services
+from taskyard.api.scheduler.common import MAX_ID, NO_NUL, Paging, RunId, Services
 from taskyard.api.security import allow
 from taskyard.domain.errors import ValidationFailed
 from taskyard.services.access import Permission
 
 router = APIRouter(prefix="/runs", tags=["runs"])
+DAY = r"^\d{4}-\d{2}-\d{2}$"
 read = [Depends(allow(Permission.READ))]
 write = [Depends(allow(Permission.WRITE))]
 
@@ -24,20 +25,31 @@ write = [Depends(allow(Permission.WRITE))]
 async def list_runs(request: Request, core: Services, paging: Paging,
                     task_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
                     status: Annotated[str | None, Query(max_length=32)] = None,
-                    worker_id: Annotated[str | None, Query(max_length=255)] = None,
-                    start_date: Annotated[date | None, Query(description="YYYY-MM-DD")] = None,
-                    end_date: Annotated[date | None, Query(description="YYYY-MM-DD")] = None) -> Response:
+                    worker_id: Annotated[str | None, Query(max_length=255, pattern=NO_NUL)] = None,
+                    start_date: Annotated[str | None, Query(pattern=DAY, description="YYYY-MM-DD")] = None,
+                    end_date: Annotated[str | None, Query(pattern=DAY, description="YYYY-MM-DD")] = None) -> Response:
+    start, end = _day(start_date, "start_date"), _day(end_date, "end_date")
     statuses = None
     if status is not None:
         statuses = shapes.STATUS_FILTER.get(status.lower())
         if statuses is None:
             raise ValidationFailed(f"unknown run status '{status}'", field="status", rule="one_of", value=status)
-    if start_date and end_date and end_date < start_date:
+    if start and end and end < start:
         raise ValidationFailed("end_date is before start_date", field="end_date", rule="after_start",
-                               value=end_date.isoformat())
+                               value=end_date)
     runs, total = await core.runs.list(task_id=task_id, status=statuses, worker_id=worker_id,
-                                       start_date=start_date, end_date=end_date, page=paging)
+                                       start_date=start, end_date=end, page=paging)
     return ok(request, shapes.page([shapes.run_summary(r) for r in runs], total, paging.page, paging.size))
+
+
+def _day(value: str | None, field: str) -> date | None:
+    """Exactly YYYY-MM-DD (no times, no timestamps), and a real calendar day."""
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        raise ValidationFailed(f"{field} is not a date: {exc}", field=field, rule="date", value=value) from exc
 
 
 @router.get("/{run_id}", dependencies=read)

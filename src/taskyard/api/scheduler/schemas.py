@@ -2,12 +2,62 @@
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StrictInt, StrictStr, field_validator
+
+INT4_MAX = 2**31 - 1
 
 
-class _Body(BaseModel):
+def _storable(value: Any) -> Any:
+    """Refuse what the databases or JSON cannot hold: NUL characters and lone surrogates in text (keys
+    too), non-finite numbers, integers past 64 bits. Walks lists and free-form JSON objects."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("text must not contain NUL characters")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("text must be valid Unicode (no lone surrogates)") from None
+    elif isinstance(value, bool):
+        pass
+    elif isinstance(value, int):
+        if not -(2**63) <= value < 2**63:
+            raise ValueError("integers must fit in 64 bits")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("numbers must be finite")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _storable(key)
+            _storable(item)
+    elif isinstance(value, list):
+        for item in value:
+            _storable(item)
+    return value
+
+
+def _task_ref(value: Any) -> str | int:
+    """A dependency: a task id or a task name (one error for anything else, not one per union member)."""
+    if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)
+                                  and -(2**63) <= value < 2**63):
+        return value
+    raise ValueError("a dependency is a task id (a 64-bit integer) or a task name (string)")
+
+
+TaskRef = Annotated[str | int, PlainValidator(_task_ref, json_schema_input_type=str | int)]
+
+
+class _Clean(BaseModel):
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable_values(cls, value: Any) -> Any:
+        return _storable(value)
+
+
+class _Body(_Clean):
     model_config = ConfigDict(extra="forbid")
 
 
@@ -24,7 +74,7 @@ class TaskCreate(_Body):
     priority: StrictStr = "normal"
     retry_count: StrictInt = 3
     timeout_seconds: StrictInt = 3600
-    dependencies: list[StrictStr | StrictInt] = Field(default_factory=list, max_length=1000)
+    dependencies: list[TaskRef] = Field(default_factory=list, max_length=1000)
     tags: list[StrictStr] = Field(default_factory=list, max_length=100)
     metadata: dict[str, Any] = Field(default_factory=dict)
 
@@ -42,7 +92,7 @@ class TaskUpdate(_Body):
     priority: StrictStr | None = None
     retry_count: StrictInt | None = None
     timeout_seconds: StrictInt | None = None
-    dependencies: list[StrictStr | StrictInt] | None = Field(None, max_length=1000)
+    dependencies: list[TaskRef] | None = Field(None, max_length=1000)
     tags: list[StrictStr] | None = Field(None, max_length=100)
     metadata: dict[str, Any] | None = None
 
@@ -76,7 +126,7 @@ class WorkerUpdate(_Body):
 
 
 class HeartbeatBody(_Body):
-    current_task_count: StrictInt | None = Field(None, ge=0)
+    current_task_count: StrictInt | None = Field(None, ge=0, le=INT4_MAX)
     load_average: float | None = None
     memory_usage: StrictInt | None = Field(None, ge=0)
     cpu_usage: float | None = Field(None, ge=0)
@@ -90,21 +140,32 @@ class PollBody(_Body):
     wait: float = Field(20.0, ge=0, le=60)
 
 
-class LogLineBody(BaseModel):
-    timestamp: str | None = None
+def _printable(value: Any) -> Any:
+    """What a task printed is kept, not refused: NUL and undecodable characters become U+FFFD."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+    return value
+
+
+class LogLineBody(_Clean):
+    timestamp: datetime | None = None  # ISO 8601; without an offset it is UTC
     level: StrictStr = "info"
     stream: StrictStr = "stdout"
     message: StrictStr = Field(max_length=65_536)
+
+    _printable_message = field_validator("message", mode="before")(_printable)
 
 
 class RunReportBody(_Body):
     run_id: StrictInt
     attempt: StrictInt = Field(ge=1)
     logs: list[LogLineBody] = Field(default_factory=list, max_length=10_000)
-    outcome: StrictStr | None = None
+    outcome: Literal["completed", "failed", "timed_out", "aborted"] | None = None
     result: StrictStr | None = Field(None, max_length=1_000_000)
     error_message: StrictStr | None = Field(None, max_length=100_000)
-    exit_code: StrictInt | None = None
+    exit_code: StrictInt | None = Field(None, ge=-INT4_MAX - 1, le=INT4_MAX)
+
+    _printable_text = field_validator("result", "error_message", mode="before")(_printable)
 
 
 class ReportBody(_Body):

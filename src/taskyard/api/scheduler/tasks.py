@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from taskyard.api.envelope import ok
 from taskyard.api.scheduler import shapes
-from taskyard.api.scheduler.common import Paging, Services, TaskId, idempotent
+from taskyard.api.scheduler.common import NO_NUL, Paging, Services, TaskId, idempotent
 from taskyard.api.scheduler.schemas import TaskCreate, TaskUpdate, TriggerBody
 from taskyard.api.security import allow
 from taskyard.services.access import Permission
@@ -34,7 +34,7 @@ async def list_tasks(request: Request, core: Services, paging: Paging,
                      status: Annotated[str | None, Query(max_length=32)] = None,
                      task_type: Annotated[str | None, Query(max_length=64)] = None,
                      priority: Annotated[str | None, Query(max_length=16)] = None,
-                     search: Annotated[str | None, Query(max_length=255)] = None) -> Response:
+                     search: Annotated[str | None, Query(max_length=255, pattern=NO_NUL)] = None) -> Response:
     tasks, total = await core.tasks.list(status=status, task_type=task_type, priority=priority, search=search,
                                          page=paging)
     return ok(request, shapes.page([shapes.task_summary(t) for t in tasks], total, paging.page, paging.size))

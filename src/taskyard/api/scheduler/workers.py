@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from taskyard.api.envelope import ok
 from taskyard.api.scheduler import shapes
-from taskyard.api.scheduler.common import Paging, Services, WorkerId
+from taskyard.api.scheduler.common import NO_NUL, Paging, Services, WorkerId
 from taskyard.api.scheduler.schemas import HeartbeatBody, PollBody, ReportBody, WorkerRegister, WorkerUpdate
 from taskyard.api.security import allow
 from taskyard.domain.errors import StaleAttempt
@@ -26,7 +26,7 @@ work = [Depends(allow(Permission.WORK))]
 async def list_workers(request: Request, core: Services, paging: Paging,
                        status: Annotated[str | None, Query(max_length=16)] = None,
                        task_type: Annotated[str | None, Query(max_length=64)] = None,
-                       hostname: Annotated[str | None, Query(max_length=255)] = None) -> Response:
+                       hostname: Annotated[str | None, Query(max_length=255, pattern=NO_NUL)] = None) -> Response:
     workers, total = await core.workers.list(status=status, task_type=task_type, hostname=hostname, page=paging)
     return ok(request, shapes.page([shapes.worker_out(w) for w in workers], total, paging.page, paging.size))
 

@@ -1,0 +1,209 @@
+"""Cron ticks: one run per slot, never twice, catch-up policies, pause/resume, seconds, DST."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from contract_kit import make_task
+
+from taskyard.domain.models import Run
+from taskyard.domain.status import RunStatus, TriggerKind
+from taskyard.services.core import Core, CoreConfig
+from taskyard.storage import tasks as task_rows
+from taskyard.storage.database import Database
+from taskyard.storage.paging import PageRequest
+
+START = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)  # the FakeClock's start
+EVERY_5 = "*/5 * * * *"
+
+
+async def _cron_runs(core: Core, task_id: int) -> list[Run]:
+    runs, total = await core.runs.list(task_id=task_id, page=PageRequest(size=500, sort="id", order="asc"))
+    assert total == len(runs)
+    return runs
+
+
+def _at(hour: int, minute: int, second: int = 0) -> datetime:
+    return START.replace(hour=hour, minute=minute, second=second)
+
+
+async def test_one_run_per_slot(core, clock) -> None:
+    task = await make_task(core, schedule=EVERY_5)
+    assert task.next_run_at == _at(12, 5)
+    assert await core.scheduling.tick() == 0
+    fired_slots = []
+    for _ in range(6):
+        clock.advance(120)  # between slots: nothing
+        assert await core.scheduling.tick() == 0
+        clock.advance(180)  # on the slot
+        assert await core.scheduling.tick() == 1
+        fired_slots.append(clock.now)
+    clock.advance(300 + 20)  # a tick 20 s late still fires the slot it is late for
+    assert await core.scheduling.tick() == 1
+    fired_slots.append(_at(12, 35))
+
+    runs = await _cron_runs(core, task.id)
+    assert [r.scheduled_for for r in runs] == fired_slots
+    assert all(r.trigger is TriggerKind.CRON and r.status is RunStatus.QUEUED for r in runs)
+    assert runs[-1].created_at == _at(12, 35, 20)
+    detail = await core.tasks.get(task.id)
+    assert detail.task.next_run_at == _at(12, 40)
+    assert detail.task.last_run_at == _at(12, 35, 20)
+
+
+async def test_same_time_twice_fires_once(core, clock) -> None:
+    task = await make_task(core, schedule=EVERY_5)
+    clock.advance(300)
+    assert await core.scheduling.tick() == 1
+    assert await core.scheduling.tick() == 0
+    # A scheduler with a stale view (next_run_at still at the fired slot) cannot fire it again:
+    # the (task, scheduled_for) unique key refuses the second run.
+    async with core.db.write() as conn:
+        await task_rows.update_task(conn, task.id, {"next_run_at": _at(12, 5)})
+    assert await core.scheduling.tick() == 0
+    runs = await _cron_runs(core, task.id)
+    assert [r.scheduled_for for r in runs] == [_at(12, 5)]
+    assert (await core.tasks.get(task.id)).task.next_run_at == _at(12, 10)
+
+
+async def test_two_schedulers_ticking_at_once_fire_once(core, clock, database_url) -> None:
+    task = await make_task(core, schedule=EVERY_5)
+    other_db = Database(database_url)
+    other = Core(other_db, CoreConfig(lease_seconds=10), clock=clock)
+    try:
+        clock.advance(300)
+        fired = await asyncio.gather(core.scheduling.tick(), other.scheduling.tick())
+    finally:
+        await other_db.dispose()
+    assert sum(fired) == 1
+    assert [r.scheduled_for for r in await _cron_runs(core, task.id)] == [_at(12, 5)]
+
+
+@pytest.mark.parametrize(("policy", "expected"), [
+    ("latest", [_at(13, 0)]),
+    ("all", [_at(12, 5) + timedelta(minutes=5 * i) for i in range(12)]),
+    ("none", [_at(13, 0)]),  # the newest slot is due right now: it is not a catch-up
+])
+async def test_downtime_catchup(core, clock, policy, expected) -> None:
+    task = await make_task(core, schedule=EVERY_5, catchup=policy)
+    assert await core.scheduling.tick() == 0
+    clock.advance(3600)
+    assert await core.scheduling.tick() == len(expected)
+    assert [r.scheduled_for for r in await _cron_runs(core, task.id)] == expected
+    assert (await core.tasks.get(task.id)).task.next_run_at == _at(13, 5)
+    assert await core.scheduling.tick() == 0
+
+
+@pytest.mark.parametrize(("policy", "expected"), [("latest", 1), ("all", 12), ("none", 0)])
+async def test_downtime_ending_between_slots(core, clock, policy, expected) -> None:
+    task = await make_task(core, schedule=EVERY_5, catchup=policy)
+    clock.advance(3600 + 90)  # 13:01:30: the newest slot (13:00) is 90 s old, past the grace
+    assert await core.scheduling.tick() == expected
+    runs = await _cron_runs(core, task.id)
+    assert len(runs) == expected
+    if expected:
+        assert runs[-1].scheduled_for == _at(13, 0)
+    assert (await core.tasks.get(task.id)).task.next_run_at == _at(13, 5)
+
+
+async def test_paused_never_fires_and_resume_plans_from_now(core, clock) -> None:
+    task = await make_task(core, schedule=EVERY_5, catchup="all")
+    paused = await core.tasks.pause(task.id)
+    assert paused.next_run_at is None
+    for _ in range(12):
+        clock.advance(300)
+        assert await core.scheduling.tick() == 0
+    clock.advance(120)  # 13:02
+    resumed = await core.tasks.resume(task.id)
+    assert resumed.next_run_at == _at(13, 5)
+    assert await core.scheduling.tick() == 0  # missed slots are skipped, even with catchup "all"
+    clock.advance(180)
+    assert await core.scheduling.tick() == 1
+    assert [r.scheduled_for for r in await _cron_runs(core, task.id)] == [_at(13, 5)]
+
+
+async def test_pausing_after_due_does_not_fire(core, clock) -> None:
+    task = await make_task(core, schedule=EVERY_5)
+    clock.advance(300)
+    await core.tasks.pause(task.id)
+    assert await core.scheduling.tick() == 0
+    assert await _cron_runs(core, task.id) == []
+
+
+async def test_six_field_seconds_schedule(core, clock) -> None:
+    task = await make_task(core, schedule="* * * * * */15")  # seconds last: every 15 s
+    assert task.next_run_at == _at(12, 0, 15)
+    for _ in range(4):
+        clock.advance(7)
+        assert await core.scheduling.tick() == 0
+        clock.advance(8)
+        assert await core.scheduling.tick() == 1
+    assert [r.scheduled_for for r in await _cron_runs(core, task.id)] == [
+        _at(12, 0, 15), _at(12, 0, 30), _at(12, 0, 45), _at(12, 1, 0)]
+
+
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+@pytest.mark.parametrize(("day", "expected_utc"), [
+    # spring forward: 02:30 does not exist; it fires when the gap ends, 03:00 CEST
+    ((2026, 3, 29), [datetime(2026, 3, 28, 1, 30, tzinfo=UTC), datetime(2026, 3, 29, 1, 0, tzinfo=UTC),
+                     datetime(2026, 3, 30, 0, 30, tzinfo=UTC)]),
+    # fall back: 02:30 happens twice; only the first (CEST) fires
+    ((2026, 10, 25), [datetime(2026, 10, 24, 0, 30, tzinfo=UTC), datetime(2026, 10, 25, 0, 30, tzinfo=UTC),
+                      datetime(2026, 10, 26, 1, 30, tzinfo=UTC)]),
+])
+async def test_daily_in_berlin_across_dst(core, clock, day, expected_utc) -> None:
+    y, m, d = day
+    clock.now = datetime(y, m, d, tzinfo=UTC) - timedelta(days=1, hours=1)
+    task = await make_task(core, schedule="30 2 * * *", timezone="Europe/Berlin")
+    end = datetime(y, m, d, tzinfo=UTC) + timedelta(days=1, hours=12)
+    while clock.now < end:
+        clock.advance(30 * 60)
+        await core.scheduling.tick()
+    runs = await _cron_runs(core, task.id)
+    assert [r.scheduled_for for r in runs] == expected_utc
+    local_dates = [r.scheduled_for.astimezone(BERLIN).date() for r in runs]
+    assert local_dates.count(datetime(y, m, d).date()) == 1
+    assert len(set(local_dates)) == len(local_dates)
+
+
+async def test_a_refused_duplicate_slot_triggers_no_dependency_runs(core, clock) -> None:
+    from contract_kit import claim, make_worker, report
+
+    upstream = await make_task(core, "upstream")
+    task = await make_task(core, "downstream", schedule=EVERY_5, dependencies=["upstream"])
+    clock.advance(300)
+    assert await core.scheduling.tick() == 1
+    worker = await make_worker(core)
+    for _ in range(2):  # upstream, then downstream
+        clock.advance(1)
+        [run] = await claim(core, worker.id)
+        await report(core, worker.id, run, "completed")
+    assert len(await _cron_runs(core, upstream.id)) == 1
+    # A scheduler with a stale view fires the same slot again: refused, and it must not leave
+    # behind a dependency run that nothing waits for.
+    async with core.db.write() as conn:
+        await task_rows.update_task(conn, task.id, {"next_run_at": _at(12, 5)})
+    assert await core.scheduling.tick() == 0
+    assert len(await _cron_runs(core, task.id)) == 1
+    assert len(await _cron_runs(core, upstream.id)) == 1
+
+
+async def test_two_schedulers_with_dependencies_fire_once(core, clock, database_url) -> None:
+    upstream = await make_task(core, "upstream")
+    task = await make_task(core, "downstream", schedule=EVERY_5, dependencies=["upstream"])
+    other_db = Database(database_url)
+    other = Core(other_db, CoreConfig(lease_seconds=10), clock=clock)
+    try:
+        clock.advance(300)
+        fired = await asyncio.gather(core.scheduling.tick(), other.scheduling.tick())
+    finally:
+        await other_db.dispose()
+    assert sum(fired) == 1
+    [run] = await _cron_runs(core, task.id)
+    [dep] = await _cron_runs(core, upstream.id)
+    assert (await core.runs.get(run.id)).waiting_on == [dep.id]
