@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Self
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -28,7 +28,17 @@ def describe_validation_error(exc: ValidationError, prefix: str = "TASKYARD_") -
     return "invalid settings: " + "; ".join(parts)
 
 
-class ServerSettings(BaseSettings):
+class _Settings(BaseSettings):
+    @classmethod
+    def load(cls, **overrides: object) -> Self:
+        """Flags given on the command line (None = not given) over TASKYARD_* variables over defaults."""
+        try:
+            return cls(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+        except ValidationError as exc:
+            raise SettingsError(describe_validation_error(exc)) from exc
+
+
+class ServerSettings(_Settings):
     """Settings of the API server and its scheduler loops."""
 
     model_config = SettingsConfigDict(env_prefix="TASKYARD_", extra="ignore")
@@ -85,15 +95,8 @@ class ServerSettings(BaseSettings):
         except ValueError:
             return False
 
-    @classmethod
-    def load(cls, **overrides: object) -> ServerSettings:
-        try:
-            return cls(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
-        except ValidationError as exc:
-            raise SettingsError(describe_validation_error(exc)) from exc
 
-
-class WorkerSettings(BaseSettings):
+class WorkerSettings(_Settings):
     """Settings of a worker agent."""
 
     model_config = SettingsConfigDict(env_prefix="TASKYARD_", extra="ignore")
@@ -119,10 +122,3 @@ class WorkerSettings(BaseSettings):
     @property
     def task_type_list(self) -> list[str]:
         return [t.strip() for t in self.task_types.split(",") if t.strip()]
-
-    @classmethod
-    def load(cls, **overrides: object) -> WorkerSettings:
-        try:
-            return cls(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
-        except ValidationError as exc:
-            raise SettingsError(describe_validation_error(exc)) from exc

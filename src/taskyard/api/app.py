@@ -17,6 +17,7 @@ from taskyard.api.envelope import RequestIdMiddleware, failure, new_request_id
 from taskyard.api.observability import Metrics, RequestMeter, SystemLogBuffer, TimingMiddleware
 from taskyard.api.scheduler import runs, system, tasks, workers
 from taskyard.api.security import RateLimiter
+from taskyard.domain.errors import Unavailable
 from taskyard.services.access import JwtConfig
 from taskyard.services.clock import Clock, system_clock
 from taskyard.services.core import Core, CoreConfig
@@ -69,7 +70,11 @@ def create_app(settings: ServerSettings | None = None, *, background: Callable[[
         loops = background(core) if background is not None else None
         if loops is not None:
             loops.start()
-        mode = "required" if await core.access.required() else "off (loopback, no API keys yet)"
+        try:
+            mode = "required" if await core.access.required() else "off (loopback, no API keys yet)"
+        except Unavailable:
+            mode = "unknown until the database answers"
+            log.error("the database is unreachable; requests get 503 until it answers")
         log.info("taskyard %s serving on %s:%s, database %s, auth %s", __version__, settings.host, settings.port,
                  core.db.dialect, mode)
         try:

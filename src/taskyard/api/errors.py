@@ -61,6 +61,8 @@ async def on_taskyard_error(request: Request, exc: Exception) -> Response:
         headers["Retry-After"] = str(max(1, round(exc.retry_after)))
     if isinstance(exc, AuthenticationFailed):
         headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(exc, Unavailable):
+        headers["Retry-After"] = "5"
     if status >= 500:
         log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
     details = {k: v for k, v in exc.details.items() if k not in {"retry_after"}}
