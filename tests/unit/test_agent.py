@@ -16,8 +16,9 @@ import psutil
 import pytest
 
 from taskyard.settings import WorkerSettings
-from taskyard.worker import agent as agent_module
-from taskyard.worker.agent import WorkerAgent, _ReportBuffer
+from taskyard.worker import reports
+from taskyard.worker.agent import WorkerAgent
+from taskyard.worker.reports import ReportBuffer
 
 SERVER = "http://127.0.0.1:9"
 
@@ -386,7 +387,7 @@ async def test_rejected_report_kills_the_run_and_drops_its_data(fake: FakeServer
             assert pidfile.exists()
             pid = read_pid(pidfile)
             await until(lambda: not pid_alive(pid), timeout=3.0, what="the run to be killed")
-            await until(lambda: not agent._executions, what="the run to end")
+            await until(lambda: not agent._runs.executions, what="the run to end")
             await asyncio.sleep(0.3)
             agent.stop()
             assert await finish(task) == 0
@@ -422,7 +423,7 @@ async def test_lost_lease_kills_runs_and_stops_claiming(tmp_path: Path) -> None:
             await until(lambda: not pid_alive(pid), timeout=4.0, what="the run to be killed")
             killed_after = time.monotonic() - went_down
             assert 0.9 < killed_after < 3.5
-            await until(lambda: not agent._executions, what="the run to end")
+            await until(lambda: not agent._runs.executions, what="the run to end")
             # Everything the worker asks while it has no lease claims nothing.
             lost_at = time.monotonic()
             second = fake.add_run("echo second")
@@ -539,7 +540,7 @@ async def test_reports_survive_an_outage(fake: FakeServer) -> None:
     async with fake.client() as client:
         agent = WorkerAgent(settings(), client=client, max_runs=1)
         async with running_agent(agent) as task:
-            await until(lambda: not agent._executions and agent._finished == 1, what="the run to end")
+            await until(lambda: not agent._runs.executions and agent._runs.finished == 1, what="the run to end")
             await asyncio.sleep(0.5)  # a few failed attempts
             assert run_id not in fake.outcomes
             fake.reports_down = False
@@ -626,7 +627,7 @@ def _lines(n: int, prefix: str = "l") -> list[dict[str, Any]]:
 
 
 def test_buffer_drops_oldest_lines_but_keeps_outcomes() -> None:
-    buffer = _ReportBuffer(max_lines=10)
+    buffer = ReportBuffer(max_lines=10)
     buffer.add_logs(1, 1, _lines(6, "a"))
     buffer.add_outcome(1, 1, {"outcome": "completed", "result": None, "error_message": None, "exit_code": 0})
     buffer.add_logs(2, 1, _lines(8, "b"))
@@ -640,7 +641,7 @@ def test_buffer_drops_oldest_lines_but_keeps_outcomes() -> None:
 
 
 def test_buffer_sends_an_outcome_only_with_the_last_of_its_logs() -> None:
-    buffer = _ReportBuffer()
+    buffer = ReportBuffer()
     buffer.add_logs(1, 1, _lines(5))
     buffer.add_outcome(1, 1, {"outcome": "failed", "result": None, "error_message": "x", "exit_code": 1})
     first = buffer.take(3, 10**6, 100)
@@ -651,7 +652,7 @@ def test_buffer_sends_an_outcome_only_with_the_last_of_its_logs() -> None:
 
 
 def test_buffer_restores_a_failed_batch_in_front() -> None:
-    buffer = _ReportBuffer()
+    buffer = ReportBuffer()
     buffer.add_logs(1, 1, _lines(2, "old"))
     batch = buffer.take(100, 10**6, 100)
     buffer.add_logs(1, 1, _lines(1, "new"))
@@ -662,12 +663,12 @@ def test_buffer_restores_a_failed_batch_in_front() -> None:
 
 
 def test_buffer_due_times() -> None:
-    buffer = _ReportBuffer()
+    buffer = ReportBuffer()
     assert buffer.due_at(time.monotonic()) is None
     buffer.add_logs(1, 1, _lines(1))
     now = time.monotonic()
-    assert now < buffer.due_at(now) <= now + agent_module.FLUSH_DELAY_SECONDS  # type: ignore[operator]
+    assert now < buffer.due_at(now) <= now + reports.FLUSH_DELAY_SECONDS  # type: ignore[operator]
     buffer.add_outcome(1, 1, {"outcome": "completed", "result": None, "error_message": None, "exit_code": 0})
-    assert buffer.due_at(now) <= time.monotonic() + agent_module.OUTCOME_DELAY_SECONDS  # type: ignore[operator]
-    buffer.add_logs(2, 1, _lines(agent_module.FLUSH_LINES))
+    assert buffer.due_at(now) <= time.monotonic() + reports.OUTCOME_DELAY_SECONDS  # type: ignore[operator]
+    buffer.add_logs(2, 1, _lines(reports.FLUSH_LINES))
     assert buffer.due_at(now) == now

@@ -24,9 +24,7 @@ import psutil
 import pytest
 
 from taskyard.worker import pyfunc
-from taskyard.worker.execution import (
-    LOG_MESSAGE_LIMIT,
-    RESULT_LIMIT,
+from taskyard.worker.executors import (
     SUPPORTED_TASK_TYPES,
     ExecutionResult,
     ExecutionSpec,
@@ -35,6 +33,7 @@ from taskyard.worker.execution import (
     Outcome,
     executor_for,
 )
+from taskyard.worker.executors.base import LOG_MESSAGE_LIMIT, RESULT_LIMIT
 
 UNIT_DIR = Path(__file__).resolve().parent
 

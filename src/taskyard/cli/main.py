@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -27,11 +27,13 @@ app.add_typer(key_app, name="apikey")
 
 err = Console(stderr=True)
 
-Host = Annotated[str | None, typer.Option(help="Address to bind [env TASKYARD_HOST, default 127.0.0.1]")]
-Port = Annotated[int | None, typer.Option(help="Port [env TASKYARD_PORT, default 8080]")]
+S = TypeVar("S", ServerSettings, WorkerSettings)
+
+Host = Annotated[str | None, typer.Option(help="Address to bind (env TASKYARD_HOST, default 127.0.0.1)")]
+Port = Annotated[int | None, typer.Option(help="Port (env TASKYARD_PORT, default 8080)")]
 DatabaseUrl = Annotated[str | None, typer.Option(
-    "--database-url", help="sqlite:///path or postgresql://… [env TASKYARD_DATABASE_URL]")]
-Home = Annotated[Path | None, typer.Option(help="Data directory for SQLite [env TASKYARD_HOME, default ./.taskyard]")]
+    "--database-url", help="sqlite:///path or postgresql://… (env TASKYARD_DATABASE_URL)")]
+Home = Annotated[Path | None, typer.Option(help="Data directory for SQLite (env TASKYARD_HOME, default ./.taskyard)")]
 
 
 def _setup_logging(level: str = "info") -> None:
@@ -39,17 +41,10 @@ def _setup_logging(level: str = "info") -> None:
                         stream=sys.stderr)
 
 
-def _server_settings(**overrides: object) -> ServerSettings:
+def _settings(kind: type[S], **overrides: object) -> S:
+    """Settings from the options, the environment and defaults; bad values end the command with exit code 2."""
     try:
-        return ServerSettings.load(**overrides)
-    except SettingsError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
-
-
-def _worker_settings(**overrides: object) -> WorkerSettings:
-    try:
-        return WorkerSettings.load(**overrides)
+        return kind.load(**overrides)
     except SettingsError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
@@ -57,16 +52,16 @@ def _worker_settings(**overrides: object) -> WorkerSettings:
 
 @app.command()
 def up(host: Host = None, port: Port = None, database_url: DatabaseUrl = None, home: Home = None,
-       concurrency: Annotated[int | None, typer.Option(help="Embedded worker slots [env TASKYARD_CONCURRENCY]")] = None,
+       concurrency: Annotated[int | None, typer.Option(help="Embedded worker slots (env TASKYARD_CONCURRENCY)")] = None,
        ) -> None:
     """API server, cron scheduler and one embedded worker in one process (SQLite by default)."""
     from taskyard.cli.serve import serve_with_worker
 
-    settings = _server_settings(host=host, port=port, database_url=database_url, home=home)
+    settings = _settings(ServerSettings, host=host, port=port, database_url=database_url, home=home)
     _setup_logging(settings.log_level)
     local = "127.0.0.1" if settings.host in {"0.0.0.0", "::", ""} else settings.host
-    worker = _worker_settings(server=f"http://{local}:{settings.port}", concurrency=concurrency,
-                              name=os.environ.get("TASKYARD_NAME") or "embedded")
+    worker = _settings(WorkerSettings, server=f"http://{local}:{settings.port}", concurrency=concurrency,
+                       name=os.environ.get("TASKYARD_NAME") or "embedded")
     err.print(f"taskyard {__version__}: http://{settings.host}:{settings.port}/api "
               f"(database {settings.resolved_database_url.split('://')[0]}, embedded worker)")
     serve_with_worker(settings, worker)
@@ -77,7 +72,7 @@ def server(host: Host = None, port: Port = None, database_url: DatabaseUrl = Non
     """API server and cron scheduler, no worker."""
     from taskyard.cli.serve import serve
 
-    settings = _server_settings(host=host, port=port, database_url=database_url, home=home)
+    settings = _settings(ServerSettings, host=host, port=port, database_url=database_url, home=home)
     _setup_logging(settings.log_level)
     err.print(f"taskyard {__version__}: http://{settings.host}:{settings.port}/api")
     serve(settings)
@@ -92,20 +87,20 @@ app.add_typer(worker_app, name="worker")
 @worker_app.callback()
 def worker(
     ctx: typer.Context,
-    server: Annotated[str | None, typer.Option(help="Server URL [env TASKYARD_SERVER]")] = None,
-    api_key: Annotated[str | None, typer.Option(help="API key [env TASKYARD_API_KEY]")] = None,
-    task_types: Annotated[str | None, typer.Option(help="Comma list [env TASKYARD_TASK_TYPES]")] = None,
-    concurrency: Annotated[int | None, typer.Option(help="Parallel runs [env TASKYARD_CONCURRENCY]")] = None,
-    name: Annotated[str | None, typer.Option(help="Stable worker id [env TASKYARD_NAME]")] = None,
+    server: Annotated[str | None, typer.Option(help="Server URL (env TASKYARD_SERVER)")] = None,
+    api_key: Annotated[str | None, typer.Option(help="API key (env TASKYARD_API_KEY)")] = None,
+    task_types: Annotated[str | None, typer.Option(help="Comma list (env TASKYARD_TASK_TYPES)")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Parallel runs (env TASKYARD_CONCURRENCY)")] = None,
+    name: Annotated[str | None, typer.Option(help="Stable worker id (env TASKYARD_NAME)")] = None,
     max_runs: Annotated[int | None, typer.Option(help="Exit after this many runs")] = None,
 ) -> None:
     """A worker agent: registers with the server and runs what it claims. `list` and `show` inspect workers."""
     if ctx.invoked_subcommand is not None:
         return
-    from taskyard.worker.agent import run_worker
+    from taskyard.worker.runner import run_worker
 
-    settings = _worker_settings(server=server, api_key=api_key, task_types=task_types, concurrency=concurrency,
-                                name=name)
+    settings = _settings(WorkerSettings, server=server, api_key=api_key, task_types=task_types,
+                         concurrency=concurrency, name=name)
     _setup_logging(os.environ.get("TASKYARD_LOG_LEVEL", "info"))
     raise typer.Exit(run_worker(settings, max_runs=max_runs))
 
@@ -115,7 +110,7 @@ def db_upgrade(database_url: DatabaseUrl = None, home: Home = None) -> None:
     """Apply every pending migration."""
     from taskyard.storage import migrate
 
-    settings = _server_settings(database_url=database_url, home=home)
+    settings = _settings(ServerSettings, database_url=database_url, home=home)
     migrate.upgrade(settings.resolved_database_url)
     err.print(f"database at revision {migrate.current_revision(settings.resolved_database_url)}")
 
@@ -138,7 +133,7 @@ def apikey_create(name: Annotated[str, typer.Option(help="Who or what uses the k
 
     from taskyard.domain.errors import TaskyardError
 
-    core = _with_core(_server_settings(database_url=database_url, home=home))
+    core = _with_core(_settings(ServerSettings, database_url=database_url, home=home))
 
     async def go() -> None:
         try:
@@ -166,7 +161,7 @@ def apikey_list(database_url: DatabaseUrl = None, home: Home = None,
 
     from rich.table import Table
 
-    core = _with_core(_server_settings(database_url=database_url, home=home))
+    core = _with_core(_settings(ServerSettings, database_url=database_url, home=home))
 
     async def go() -> list[dict[str, Any]]:
         try:
@@ -190,7 +185,7 @@ def apikey_revoke(key_id: int, database_url: DatabaseUrl = None, home: Home = No
     """Revoke a key; requests with it fail from now on."""
     from taskyard.domain.errors import TaskyardError
 
-    core = _with_core(_server_settings(database_url=database_url, home=home))
+    core = _with_core(_settings(ServerSettings, database_url=database_url, home=home))
 
     async def go() -> None:
         try:
@@ -213,7 +208,7 @@ def version() -> None:
 
 
 def main() -> None:
-    from taskyard.cli import client_commands
+    from taskyard.cli.commands import register
 
-    client_commands.register(app)
+    register(app)
     app()

@@ -130,11 +130,13 @@ class WorkerService:
                 values["metadata"] = beat.metadata
             if worker.status is WorkerStatus.OFFLINE:
                 values["status"] = WorkerStatus.ACTIVE  # back from a partition: its old runs were requeued
+            # The worker row first, then its runs (skipping locked ones): the reaper takes the same
+            # order, so the two cannot deadlock.
+            updated = await worker_rows.update_worker(conn, worker_id, values)
             await run_rows.renew_leases(conn, worker_id, beat.current_tasks, now=now,
                                         lease_until=lease_deadline(now, self.lease),
                                         claim_grace=timedelta(seconds=self.lease))
             abort = await run_rows.not_held(conn, worker_id, beat.current_tasks)
-            updated = await worker_rows.update_worker(conn, worker_id, values)
         assert updated is not None
         return HeartbeatAck(updated, abort)
 
@@ -180,7 +182,9 @@ class WorkerService:
         async with self.core.db.write() as conn:
             await self._get(conn, worker_id)
             runs = {r.id: r for r in await run_rows.get_runs(conn, [rep.run_id for rep in reports])}
-            for rep in reports:
+            # Finishing a run updates its task's row: in task order, so that two workers' reports
+            # touching the same tasks lock them in the same order and cannot deadlock.
+            for rep in sorted(reports, key=lambda r: (runs[r.run_id].task_id if r.run_id in runs else 0, r.run_id)):
                 run = runs.get(rep.run_id)
                 try:
                     await self._apply(conn, lifecycle, worker_id, run, rep, now)

@@ -172,11 +172,20 @@ async def not_held(conn: AsyncConnection, worker_id: str, run_ids: list[int]) ->
 async def renew_leases(conn: AsyncConnection, worker_id: str, run_ids: list[int], *, now: datetime,
                        lease_until: datetime, claim_grace: timedelta) -> None:
     """Extend the leases the worker still reports, and those claimed so recently that the worker may
-    not have seen the claim's answer yet. Anything else it no longer mentions is left to lapse."""
+    not have seen the claim's answer yet. Anything else it no longer mentions is left to lapse.
+
+    On PostgreSQL rows locked by another transaction are skipped, never waited for: that transaction is
+    finishing or requeueing the run (a report, an abort, the reaper), and waiting would lock rows in
+    an order of its own, which deadlocked against a concurrent report of the same worker."""
+    held = select(runs.c.id).where(
+        runs.c.worker_id == worker_id, runs.c.status == RunStatus.RUNNING,
+        or_(runs.c.id.in_(run_ids or [-1]), runs.c.started_at >= now - claim_grace))
+    if conn.dialect.name == "postgresql":
+        held = held.with_for_update(skip_locked=True)
     await conn.execute(
         update(runs)
-        .where(runs.c.worker_id == worker_id, runs.c.status == RunStatus.RUNNING,
-               or_(runs.c.id.in_(run_ids or [-1]), runs.c.started_at >= now - claim_grace))
+        .where(runs.c.id.in_(held.scalar_subquery()), runs.c.worker_id == worker_id,
+               runs.c.status == RunStatus.RUNNING)
         .values(lease_expires_at=lease_until)
     )
 
