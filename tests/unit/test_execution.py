@@ -37,6 +37,10 @@ from taskyard.worker.executors.base import LOG_MESSAGE_LIMIT, RESULT_LIMIT
 
 UNIT_DIR = Path(__file__).resolve().parent
 
+# The run's process group id (field 5 of /proc/PID/stat): the shell is not the group leader, the
+# run's guard is.
+PRINT_PGID = "echo $(cut -d' ' -f5 /proc/$$/stat)"
+
 
 def make_spec(
     task_type: str,
@@ -207,7 +211,7 @@ async def test_missing_workdir_fails_cleanly(tmp_path: Path) -> None:
 
 async def test_timeout_kills_the_whole_process_tree() -> None:
     # A backgrounded grandchild plus a nested shell with its own child, all blocking.
-    command = "echo $$; sleep 1000 & sh -c 'sleep 1000; echo never'; echo unreachable"
+    command = f"{PRINT_PGID}; sleep 1000 & sh -c 'sleep 1000; echo never'; echo unreachable"
     logs = Collector()
     started = time.monotonic()
     task = asyncio.create_task(
@@ -230,7 +234,7 @@ async def test_timeout_kills_the_whole_process_tree() -> None:
 
 async def test_timeout_escalates_to_sigkill_when_sigterm_is_ignored() -> None:
     # SIG_IGN survives exec, so the sleeps ignore SIGTERM as well.
-    command = "trap '' TERM; echo $$; sleep 1000 & sleep 1000"
+    command = f"trap '' TERM; {PRINT_PGID}; sleep 1000 & sleep 1000"
     logs = Collector()
     executor = executor_for("shell", kill_grace_seconds=0.5)
     task = asyncio.create_task(executor.run(make_spec("shell", command, timeout=1), logs, asyncio.Event()))
@@ -247,7 +251,7 @@ async def test_abort_stops_the_run_quickly() -> None:
     logs = Collector()
     abort = asyncio.Event()
     task = asyncio.create_task(
-        executor_for("shell").run(make_spec("shell", "echo $$; sleep 30 & sleep 30"), logs, abort)
+        executor_for("shell").run(make_spec("shell", f"{PRINT_PGID}; sleep 30 & sleep 30"), logs, abort)
     )
     pgid = int(await first_stdout_line(logs))
     members = await members_of(pgid, at_least=3)
@@ -676,7 +680,9 @@ async def test_escaped_process_holding_the_pipes_does_not_hang_the_run() -> None
     # setsid leaves the run's process group, which is outside the cleanup guarantee; the run must
     # still finish instead of waiting for EOF on a pipe that process keeps open.
     started = time.monotonic()
-    result, logs = await run(make_spec("shell", "setsid sleep 30 & echo $!"))
+    # The pause lets the child reach setsid() before the run ends; otherwise the run's own cleanup
+    # kills it while it is still in the group, and nothing escapes.
+    result, logs = await run(make_spec("shell", "setsid sleep 30 & echo $!; sleep 0.5"))
     try:
         assert result.outcome is Outcome.COMPLETED
         assert time.monotonic() - started < 6

@@ -4,6 +4,11 @@ Process-based runs are started in their own session, so the run owns a whole pro
 way a run can end (timeout, abort, or the leader simply exiting) finishes by signalling that group,
 which is what keeps background grandchildren from outliving the run. Processes that deliberately
 leave the group (``setsid``, daemonising) are outside this guarantee.
+
+The worker itself can die without a chance to clean up (``kill -9``, the OOM killer). So the group's
+leader is a small shell guard started under ``setpriv --pdeathsig TERM``: when the worker dies the
+kernel sends the guard SIGTERM, and the guard passes it to the whole group. Without that, the run
+would go on beside its own retry on another worker.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import asyncio
 import contextlib
 import os
 import shlex
+import shutil
 import signal
 import site
 import sys
@@ -43,10 +49,18 @@ from taskyard.worker.executors.output import (
     system_line,
 )
 
-# How often we look at the leader while waiting. asyncio's Process.wait() only returns once the
-# stdout/stderr pipes are closed too, and a backgrounded grandchild keeps them open, so the leader's
-# exit has to be noticed by polling its return code.
+# How often group membership is re-checked during a kill's grace period.
 _POLL_SECONDS = 0.05
+# Runs the command as a child and turns a SIGTERM (sent by the kernel when the worker dies, or by the
+# executor) into SIGTERM for the whole group. A command killed by a signal is reported as such by
+# re-raising it on the guard.
+_GUARD = (
+    "trap 'trap - TERM; kill -TERM 0' TERM; "
+    '"$@" & wait $!; status=$?; '
+    'if [ "$status" -gt 128 ]; then trap - TERM; kill -s "$((status - 128))" $$ 2>/dev/null; fi; '
+    'exit "$status"'
+)
+_SETPRIV = shutil.which("setpriv")
 # Once the process group is gone, readers normally hit EOF within milliseconds. If they make no
 # progress for this long, a process outside the group holds the pipes and we stop waiting for it.
 _DRAIN_IDLE_SECONDS = 2.0
@@ -86,6 +100,26 @@ def _group_has_live_members(pgid: int) -> bool:
         except (OSError, psutil.Error):
             continue
     return False
+
+
+class _ExitAwareProtocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """Says the moment the leader exits. asyncio's Process.wait() also waits for stdout and stderr to
+    close, which a backgrounded grandchild can keep open for as long as it likes."""
+
+    def __init__(self, limit: int, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=limit, loop=loop)
+        self.exited: asyncio.Future[None] = loop.create_future()
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+
+def _guarded(argv: list[str]) -> list[str]:
+    if _SETPRIV is None:
+        return argv  # no setpriv (not Linux util-linux): runs still die on timeout, abort and exit
+    return [_SETPRIV, "--pdeathsig", "TERM", "--", "/bin/sh", "-c", _GUARD, "taskyard-run", *argv]
 
 
 def _describe_returncode(returncode: int) -> str:
@@ -156,9 +190,11 @@ class _ProcessExecutor:
         self, spec: ExecutionSpec, launch: _Launch, batcher: LogBatcher, abort: asyncio.Event
     ) -> ExecutionResult:
         env = os.environ | spec.env | launch.env | {"PYTHONUNBUFFERED": "1"}
+        loop = asyncio.get_running_loop()
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *launch.argv,
+            transport, protocol = await loop.subprocess_exec(
+                lambda: _ExitAwareProtocol(limit=2**16, loop=loop),
+                *_guarded(launch.argv),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
@@ -166,6 +202,7 @@ class _ProcessExecutor:
                 env=env,
                 cwd=spec.workdir,
             )
+            proc = asyncio.subprocess.Process(transport, protocol, loop)
         except OSError as exc:
             message = _launch_error(exc, launch.argv[0], spec.workdir)
             await batcher.add(system_line(message))
@@ -186,7 +223,7 @@ class _ProcessExecutor:
         finished = False
         stop_reason: str | None = None
         try:
-            stop_reason = await self._wait_for_leader(proc, abort, spec.timeout_seconds)
+            stop_reason = await self._wait_for_leader(proc, protocol.exited, abort, spec.timeout_seconds)
             if stop_reason is None:
                 # The leader is done, but anything it backgrounded is still in the group and would
                 # keep running (and keep our pipes open) with nobody tracking it. A finished run must
@@ -253,30 +290,20 @@ class _ProcessExecutor:
         return ExecutionResult(Outcome.FAILED, stdout_tail, error, returncode)
 
     async def _wait_for_leader(
-        self, proc: asyncio.subprocess.Process, abort: asyncio.Event, timeout: float | None
+        self, proc: asyncio.subprocess.Process, exited: asyncio.Future[None], abort: asyncio.Event,
+        timeout: float | None,
     ) -> str | None:
         """Returns None when the leader exited, otherwise "timeout" or "abort"."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        waiter = asyncio.create_task(proc.wait())
         aborter = asyncio.create_task(abort.wait())
         try:
-            while True:
-                # Checked first: a run that finished in the same instant it was aborted did finish.
-                if proc.returncode is not None:
-                    return None
-                if abort.is_set():
-                    return "abort"
-                pause = _POLL_SECONDS
-                if deadline is not None:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        return "timeout"
-                    pause = min(pause, remaining)
-                await asyncio.wait({waiter, aborter}, timeout=pause, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({exited, aborter}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (waiter, aborter):
-                task.cancel()
-            await asyncio.gather(waiter, aborter, return_exceptions=True)
+            aborter.cancel()
+            await asyncio.gather(aborter, return_exceptions=True)
+        # Checked first: a run that finished in the same instant it was aborted did finish.
+        if exited.done() or proc.returncode is not None:
+            return None
+        return "abort" if abort.is_set() else "timeout"
 
     async def _terminate_group(self, pgid: int, batcher: LogBatcher) -> None:
         if not _signal_group(pgid, signal.SIGTERM):
