@@ -34,7 +34,9 @@ from servers import clean_env, free_port
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 POSTGRES_URL = os.environ.get("TASKYARD_TEST_POSTGRES_URL")
-SPEC = Path(os.environ.get("TASKYARD_SPEC_DIR", "/work/shared/spec")) / "2-scheduler-api.md"
+# The contract lives in shared/spec beside the repository.
+_SPEC_DIR = os.environ.get("TASKYARD_SPEC_DIR") or str(Path(__file__).resolve().parents[3] / "shared" / "spec")
+SPEC = Path(_SPEC_DIR) / "2-scheduler-api.md"
 
 LEASE_SECONDS = 3.0
 REAPER_INTERVAL = 0.5

@@ -39,6 +39,9 @@ Home = Annotated[Path | None, typer.Option(help="Data directory for SQLite (env 
 def _setup_logging(level: str = "info") -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
                         stream=sys.stderr)
+    # One line per HTTP request and per migration step drowns what people need to see.
+    for chatty in ("httpx", "httpcore", "alembic"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def _settings(kind: type[S], **overrides: object) -> S:
