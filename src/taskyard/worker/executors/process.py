@@ -257,9 +257,7 @@ class _ProcessExecutor:
                         "stopped reading"
                     )
                 )
-                transport = getattr(proc, "_transport", None)
-                if isinstance(transport, asyncio.SubprocessTransport):
-                    transport.close()
+                transport.close()
             finished = True
         finally:
             if not finished:
@@ -294,9 +292,10 @@ class _ProcessExecutor:
         timeout: float | None,
     ) -> str | None:
         """Returns None when the leader exited, otherwise "timeout" or "abort"."""
-        aborter = asyncio.create_task(abort.wait())
+        aborter: asyncio.Future[object] = asyncio.ensure_future(abort.wait())
+        watched: set[asyncio.Future[object]] = {exited, aborter}  # type: ignore[arg-type]
         try:
-            await asyncio.wait({exited, aborter}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(watched, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             aborter.cancel()
             await asyncio.gather(aborter, return_exceptions=True)
