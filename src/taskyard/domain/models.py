@@ -68,6 +68,7 @@ class Task(_Entity):
     last_success_at: datetime | None = None
     last_run_status: str | None = None
     dependencies: list[int] = field(default_factory=list)
+    project_id: int = 1
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,8 @@ class Run(_Entity):
     started_at: datetime | None = None
     completed_at: datetime | None = None
     execution_time: float | None = None
+    project_id: int = 1
+    external_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -118,3 +121,4 @@ class Worker(_Entity):
     load_average: float | None = None
     memory_usage: int | None = None
     cpu_usage: float | None = None
+    project_id: int = 1

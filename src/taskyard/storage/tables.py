@@ -30,11 +30,36 @@ metadata = MetaData(
 # SQLite only autoincrements INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit identity.
 Id = BigInteger().with_variant(Integer(), "sqlite")
 
+# Every row that belongs to a namespace carries project_id; a fresh install has one default tenant and
+# project (id 1), which is where APIs without a tenant in their path act when auth is off.
+DEFAULT_PROJECT_ID = 1
+
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("uuid", String(36), nullable=False, unique=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+projects = Table(
+    "projects",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("uuid", String(36), nullable=False, unique=True),
+    Column("tenant_id", Id, nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("tenant_id", "name", name="uq_projects_tenant_name"),
+)
+
 tasks = Table(
     "tasks",
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
     Column("uuid", String(36), nullable=False, unique=True),
+    Column("project_id", Id, nullable=False, server_default=str(DEFAULT_PROJECT_ID)),
     Column("name", String(255), nullable=False),
     Column("description", Text),
     Column("task_type", String(64), nullable=False),
@@ -77,12 +102,15 @@ runs = Table(
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
     Column("uuid", String(36), nullable=False, unique=True),
+    Column("project_id", Id, nullable=False, server_default=str(DEFAULT_PROJECT_ID)),
     Column("task_id", Id, nullable=False),
     Column("task_name", String(255), nullable=False),
     Column("task_type", String(64), nullable=False),
     Column("status", String(16), nullable=False),
     Column("priority", String(16), nullable=False),
     Column("priority_rank", Integer, nullable=False),
+    # The run id that code outside taskyard chose when it reported its first tracking event.
+    Column("external_id", String(255)),
     Column("parameters", JSONDocument, nullable=False),
     Column("timeout_seconds", Integer, nullable=False),
     Column("max_retries", Integer, nullable=False),
@@ -108,6 +136,8 @@ runs = Table(
     UniqueConstraint("task_id", "scheduled_for", name="uq_runs_cron_slot"),
 )
 # The claim query walks this index: queued runs by priority, then age.
+Index("uq_runs_external_id", runs.c.project_id, runs.c.external_id, unique=True,
+      sqlite_where=text("external_id IS NOT NULL"), postgresql_where=text("external_id IS NOT NULL"))
 Index("ix_runs_claim", runs.c.status, runs.c.priority_rank.desc(), runs.c.id)
 Index("ix_runs_task_id_created_at", runs.c.task_id, runs.c.created_at)
 Index("ix_runs_worker_id_status", runs.c.worker_id, runs.c.status)
@@ -150,10 +180,23 @@ run_logs = Table(
 )
 Index("ix_run_logs_run_id", run_logs.c.run_id, run_logs.c.id)
 
+run_events = Table(
+    "run_events",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("run_id", Id, nullable=False),
+    Column("project_id", Id, nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("data", JSONDocument),
+    Column("timestamp", UTCDateTime, nullable=False),
+)
+Index("ix_run_events_run_id", run_events.c.run_id, run_events.c.id)
+
 workers = Table(
     "workers",
     metadata,
     Column("id", String(255), primary_key=True),
+    Column("project_id", Id, nullable=False, server_default=str(DEFAULT_PROJECT_ID)),
     Column("hostname", String(255), nullable=False),
     Column("ip_address", String(64), nullable=False),
     Column("port", Integer, nullable=False),
@@ -180,6 +223,8 @@ api_keys = Table(
     Column("prefix", String(32), nullable=False, unique=True),
     Column("key_hash", String(128), nullable=False),
     Column("role", String(16), nullable=False),
+    # None: every project (admins); otherwise the one project this key acts in.
+    Column("project_id", Id),
     Column("created_at", UTCDateTime, nullable=False),
     Column("last_used_at", UTCDateTime),
     Column("revoked_at", UTCDateTime),
