@@ -103,6 +103,9 @@ class Run(_Entity):
     execution_time: float | None = None
     project_id: int = 1
     external_id: str | None = None
+    progress: float | None = None
+    current_activity: dict[str, Any] | None = None
+    submitted_by: str | None = None
 
 
 @dataclass(frozen=True)

@@ -111,6 +111,10 @@ runs = Table(
     Column("priority_rank", Integer, nullable=False),
     # The run id that code outside taskyard chose when it reported its first tracking event.
     Column("external_id", String(255)),
+    # Latest overall progress the task reported (percent), and what it said it is doing.
+    Column("progress", Float),
+    Column("current_activity", JSONDocument),
+    Column("submitted_by", String(255)),
     Column("parameters", JSONDocument, nullable=False),
     Column("timeout_seconds", Integer, nullable=False),
     Column("max_retries", Integer, nullable=False),
@@ -177,8 +181,44 @@ run_logs = Table(
     Column("level", String(16), nullable=False),
     Column("stream", String(16), nullable=False),
     Column("message", Text, nullable=False),
+    # Structured lines from the tracking SDK carry these; stdout/stderr lines leave them empty.
+    Column("component", String(255)),
+    Column("stage", String(255)),
+    Column("details", JSONDocument),
 )
 Index("ix_run_logs_run_id", run_logs.c.run_id, run_logs.c.id)
+
+# Progress by stage, kept current as tracking events arrive so reads never replay the event stream.
+run_stages = Table(
+    "run_stages",
+    metadata,
+    Column("run_id", Id, primary_key=True),
+    Column("name", String(255), primary_key=True),
+    Column("stage_order", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("progress", Float),
+    Column("records_processed", BigInteger),
+    Column("total_records", BigInteger),
+    Column("started_at", UTCDateTime),
+    Column("ended_at", UTCDateTime),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("metrics", JSONDocument),
+)
+
+# Metric samples: what the task reports (track.metric) and what the worker measures of the run's
+# process tree (cpu, memory, disk, network).
+run_samples = Table(
+    "run_samples",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("run_id", Id, nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("value", Float, nullable=False),
+    Column("unit", String(32)),
+    Column("source", String(16), nullable=False),
+    Column("timestamp", UTCDateTime, nullable=False),
+)
+Index("ix_run_samples_run_id", run_samples.c.run_id, run_samples.c.name, run_samples.c.id)
 
 run_events = Table(
     "run_events",
