@@ -294,6 +294,30 @@ def test_worker_list_and_show(server: str, worker: FakeWorker) -> None:
     assert worker.id in [w["id"] for w in json.loads(on_group.stdout)["items"]]
 
 
+def test_tenant_and_project_commands(server: str) -> None:
+    made = cli(server, "tenant", "create", "cli-tenant")
+    assert made.returncode == 0, made.stderr
+    assert "created tenant" in made.stdout and "cli-tenant" in made.stdout
+    tenants = cli_json(server, "tenant", "list")["items"]
+    assert [t["name"] for t in tenants][:1] == ["default"]
+    tenant = next(t for t in tenants if t["name"] == "cli-tenant")
+    table = cli(server, "tenant", "list")
+    assert table.returncode == 0 and "cli-tenant" in table.stdout and tenant["id"] in table.stdout
+
+    project = cli_json(server, "project", "create", "web", "--tenant", tenant["id"])
+    assert project["name"] == "web" and project["tenant_id"] == tenant["id"]
+    assert [p["id"] for p in cli_json(server, "project", "list", "--tenant", tenant["id"])["items"]] \
+        == [project["id"]]
+    listed = cli(server, "project", "list", "--tenant", tenant["id"])
+    assert listed.returncode == 0 and "web" in listed.stdout and project["id"] in listed.stdout
+
+    again = cli(server, "project", "create", "web", "--tenant", tenant["id"])
+    assert again.returncode == 1 and "RESOURCE_CONFLICT" in again.stderr and "field name" in again.stderr
+    nowhere = cli(server, "project", "list", "--tenant", "not-a-guid")
+    assert nowhere.returncode == 1 and "RESOURCE_NOT_FOUND" in nowhere.stderr
+    assert cli(server, "tenant", "create", "cli-tenant").returncode == 1
+
+
 def test_status(server: str) -> None:
     human = cli(None, "status", env={"TASKYARD_SERVER": server})
     assert human.returncode == 0, human.stderr

@@ -12,10 +12,10 @@ from fastapi import APIRouter, FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from taskyard import __version__
-from taskyard.api import errors
-from taskyard.api.envelope import RequestIdMiddleware, failure, new_request_id
+from taskyard.api import errors, tracking
+from taskyard.api.envelope import RequestIdMiddleware, new_request_id
 from taskyard.api.observability import Metrics, RequestMeter, SystemLogBuffer, TimingMiddleware
-from taskyard.api.scheduler import runs, system, tasks, workers
+from taskyard.api.scheduler import runs, system, tasks, tenants, workers
 from taskyard.api.security import RateLimiter
 from taskyard.domain.errors import Unavailable
 from taskyard.services.access import JwtConfig
@@ -95,11 +95,12 @@ def create_app(settings: ServerSettings | None = None, *, background: Callable[[
     app.state.metrics = metrics
     app.state.request_meter = meter
     app.state.rate_limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
-    errors.install(app)
+    errors.install(app, formatters={tracking.PREFIX: tracking.spring_error})
 
     api = APIRouter(prefix="/api")
-    for module in (tasks, runs, workers, system):
+    for module in (tasks, runs, workers, system, tenants):
         api.include_router(module.router)
+    api.include_router(tracking.router)
     app.include_router(api)
 
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
@@ -159,8 +160,8 @@ class BodyLimitMiddleware:
             await self._too_large(scope, send)
 
     async def _too_large(self, scope: Scope, send: Send) -> None:
-        request_id = scope.get("state", {}).get("request_id") or new_request_id()
-        response = failure(request_id, 413, "PAYLOAD_TOO_LARGE", f"request body over {self.max_bytes} bytes")
+        scope.setdefault("state", {}).setdefault("request_id", new_request_id())
+        response = errors.render(scope, 413, "PAYLOAD_TOO_LARGE", f"request body over {self.max_bytes} bytes")
         await response(scope, lambda: _empty(), send)
 
 

@@ -1,8 +1,12 @@
-"""Every error becomes the documented envelope here, in one place; never a stack trace."""
+"""Every error becomes the documented envelope here, in one place; never a stack trace.
+
+The envelope is the scheduler dialect's (spec 2) unless a dialect registered another shape for its path
+prefix (`install(app, formatters={"/api/tracking": ...})`): the status is decided here, the shape there."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -10,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.types import Scope
 
 from taskyard.api.envelope import failure, request_id_of
 from taskyard.domain.errors import (
@@ -48,9 +53,25 @@ def status_for(exc: TaskyardError) -> int:
     return 500
 
 
+# (scope, status, code, message, details, headers) -> the response in that dialect's shape
+ErrorFormatter = Callable[[Scope, int, str, str, dict[str, Any], dict[str, str]], Response]
+
+
+def render(scope: Scope, status: int, code: str, message: str, details: dict[str, Any] | None = None,
+           headers: dict[str, str] | None = None) -> Response:
+    """The error in the shape of the dialect that owns the path (longest registered prefix wins)."""
+    path = str(scope.get("path", ""))
+    formatters: dict[str, ErrorFormatter] = getattr(getattr(scope.get("app"), "state", None),
+                                                    "error_formatters", {})
+    for prefix in sorted(formatters, key=len, reverse=True):
+        if path == prefix or path.startswith(prefix.rstrip("/") + "/"):
+            return formatters[prefix](scope, status, code, message, details or {}, headers or {})
+    return failure(request_id_of(scope), status, code, message, details, headers)
+
+
 def _respond(request: Request, status: int, code: str, message: str, details: dict[str, Any] | None = None,
              headers: dict[str, str] | None = None) -> Response:
-    return failure(request_id_of(request.scope), status, code, message, details, headers)
+    return render(request.scope, status, code, message, details, headers)
 
 
 async def on_taskyard_error(request: Request, exc: Exception) -> Response:
@@ -115,7 +136,8 @@ def _looks_unreachable(exc: Exception) -> bool:
                                    "terminating"))
 
 
-def install(app: FastAPI) -> None:
+def install(app: FastAPI, formatters: dict[str, ErrorFormatter] | None = None) -> None:
+    app.state.error_formatters = dict(formatters or {})
     app.add_exception_handler(TaskyardError, on_taskyard_error)
     app.add_exception_handler(RequestValidationError, on_request_validation)
     app.add_exception_handler(StarletteHTTPException, on_http_error)

@@ -92,3 +92,4 @@ class TriggerKind(StrEnum):
     CRON = "cron"
     RESTART = "restart"
     DEPENDENCY = "dependency"
+    EXTERNAL = "external"  # created by the first tracking event of code outside taskyard

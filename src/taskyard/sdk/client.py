@@ -235,6 +235,27 @@ class TaskyardClient:
     def get_worker(self, worker_id: str) -> JSONObject:
         return cast(JSONObject, self.request("GET", f"/workers/{quote(worker_id, safe='')}"))
 
+    # tenants and projects (named by their GUIDs)
+
+    def list_tenants(self, *, page: int = 1, size: int = 20, sort: str | None = None,
+                     order: str | None = None) -> Page:
+        return cast(Page, self.request("GET", "/tenants", params={"page": page, "size": size, "sort": sort,
+                                                                  "order": order}))
+
+    def create_tenant(self, name: str, *, idempotency_key: str | None = None) -> JSONObject:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        return cast(JSONObject, self.request("POST", "/tenants", json={"name": name}, headers=headers))
+
+    def list_projects(self, tenant_id: str, *, page: int = 1, size: int = 20, sort: str | None = None,
+                      order: str | None = None) -> Page:
+        return cast(Page, self.request("GET", f"/tenants/{quote(tenant_id, safe='')}/projects", params={
+            "page": page, "size": size, "sort": sort, "order": order}))
+
+    def create_project(self, tenant_id: str, name: str, *, idempotency_key: str | None = None) -> JSONObject:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        return cast(JSONObject, self.request("POST", f"/tenants/{quote(tenant_id, safe='')}/projects",
+                                             json={"name": name}, headers=headers))
+
     # system
 
     def health(self) -> JSONObject:

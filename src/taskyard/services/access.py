@@ -32,13 +32,14 @@ class Permission(StrEnum):
     WRITE = "write"
     WORK = "work"
     ADMIN = "admin"
+    TRACK = "track"  # send tracking events (spec 1): operators, and workers for their runs
 
 
 GRANTS: dict[Role, frozenset[Permission]] = {
     Role.ADMIN: frozenset(Permission),
-    Role.OPERATOR: frozenset({Permission.READ, Permission.WRITE}),
+    Role.OPERATOR: frozenset({Permission.READ, Permission.WRITE, Permission.TRACK}),
     Role.VIEWER: frozenset({Permission.READ}),
-    Role.WORKER: frozenset({Permission.READ, Permission.WORK}),
+    Role.WORKER: frozenset({Permission.READ, Permission.WORK, Permission.TRACK}),
 }
 
 

@@ -31,6 +31,8 @@ class Core:
         from taskyard.services.scheduling import SchedulingService
         from taskyard.services.system import SystemService
         from taskyard.services.tasks import TaskService
+        from taskyard.services.tenancy import TenancyService
+        from taskyard.services.tracking import TrackingService
         from taskyard.services.workers import WorkerService
 
         self.db = db
@@ -43,6 +45,8 @@ class Core:
         self.scheduling = SchedulingService(self)
         self.system = SystemService(self)
         self.access = AccessService(self)
+        self.tracking = TrackingService(self)
+        self.tenancy = TenancyService(self)
 
     def lifecycle(self) -> RunLifecycle:
         return RunLifecycle(self.config.retry_base_delay, self.config.retry_max_delay)

@@ -55,6 +55,10 @@ class RunService:
             if task.status is TaskStatus.PAUSED:
                 raise Conflict(f"task '{task.name}' is paused; resume it before triggering",
                                field="status", value=task.status.value)
+            if task.task_type not in self.core.config.task_types:
+                raise Conflict(f"task '{task.name}' is reported by code outside taskyard "
+                               f"(type '{task.task_type}'); no worker can run it", field="task_type",
+                               value=task.task_type)
             run = await lifecycle.create(conn, task, now=now, trigger=TriggerKind.MANUAL,
                                          parameters=parameters,
                                          priority=Priority(priority) if priority else None,

@@ -10,6 +10,8 @@ import typer
 from taskyard.cli.commands.runs import run_app
 from taskyard.cli.commands.status import system_status
 from taskyard.cli.commands.tasks import task_app
+from taskyard.cli.commands.tenancy import project_app, tenant_app
+from taskyard.cli.commands.track import track_app
 from taskyard.cli.commands.workers import worker_list, worker_show
 
 __all__ = ["register"]
@@ -30,6 +32,9 @@ def register(app: typer.Typer) -> None:
         return
     app.add_typer(task_app, name="task")
     app.add_typer(run_app, name="run")
+    app.add_typer(tenant_app, name="tenant")
+    app.add_typer(project_app, name="project")
+    app.add_typer(track_app, name="track")
     workers = _group(app, "worker", "Inspect workers.")
     workers.command("list")(worker_list)
     workers.command("show")(worker_show)

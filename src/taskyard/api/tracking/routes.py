@@ -1,0 +1,64 @@
+"""/api/tracking: record events (one or a batch), list runs, list a run's events."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Path, Query
+from starlette.responses import Response
+
+from taskyard.api.envelope import JSONResponse
+from taskyard.api.scheduler.common import NO_NUL, Services
+from taskyard.api.security import allow
+from taskyard.api.tracking.schemas import BatchBody, EventBody
+from taskyard.services.access import Permission
+from taskyard.services.tracking import MAX_LIST, StoredEvent, TrackingRun
+
+PREFIX = "/api/tracking"
+router = APIRouter(prefix="/tracking", tags=["tracking"])
+read = [Depends(allow(Permission.READ))]
+track = [Depends(allow(Permission.TRACK))]
+
+
+@router.post("/event", dependencies=track)
+async def record_event(body: EventBody, core: Services) -> Response:
+    await core.tracking.record([body.event()])
+    return Response(status_code=200)  # spec 1: 200 with no body
+
+
+@router.post("/batch", dependencies=track)
+async def record_batch(body: BatchBody, core: Services) -> Response:
+    accepted = await core.tracking.record([e.event() for e in body.events])
+    return JSONResponse({"accepted": accepted})
+
+
+@router.get("/runs", dependencies=read)
+async def list_runs(core: Services, limit: Annotated[int, Query(ge=1, le=MAX_LIST)] = 1000,
+                    offset: Annotated[int, Query(ge=0, le=2**62)] = 0) -> Response:
+    return JSONResponse([_run(r) for r in await core.tracking.list_runs(limit=limit, offset=offset)])
+
+
+@router.get("/runs/{run_id}/events", dependencies=read)
+async def list_events(core: Services,
+                      run_id: Annotated[str, Path(min_length=1, max_length=255, pattern=NO_NUL)],
+                      limit: Annotated[int, Query(ge=1, le=MAX_LIST)] = MAX_LIST) -> Response:
+    return JSONResponse([_event(e) for e in await core.tracking.events_of(run_id, limit=limit)])
+
+
+def _run(run: TrackingRun) -> dict[str, Any]:
+    return {"id": run.id, "runId": run.run_id, "functionName": run.function_name, "startTime": _instant(run.start_time),
+            "status": run.status}
+
+
+def _instant(value: datetime) -> str:
+    """ISO 8601 in UTC with milliseconds and a Z, as spec 1 shows ("2025-07-29T01:30:00.123Z")."""
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _event(event: StoredEvent) -> dict[str, Any]:
+    data = {} if event.data is None else event.data
+    return {"id": event.id, "runId": event.run_id, "functionName": event.function_name,
+            "eventName": event.event_name, "eventData": orjson.dumps(data).decode(),
+            "timestamp": _instant(event.timestamp)}
