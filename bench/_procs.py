@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -64,3 +66,21 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(5)
+
+
+@contextlib.contextmanager
+def database_for(kind: str, admin_url: str) -> Iterator[str | None]:
+    """None for SQLite (the server's home holds it); for PostgreSQL a fresh database, dropped after."""
+    if kind != "postgres":
+        yield None
+        return
+    import psycopg
+
+    name = f"taskyard_bench_{secrets.token_hex(4)}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    try:
+        yield f"{admin_url.rsplit('/', 1)[0]}/{name}"
+    finally:
+        with contextlib.suppress(psycopg.Error), psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -107,16 +107,15 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 def run_taskyard(database: str, args: argparse.Namespace, root: Path) -> dict[str, object]:
     home = root / database
-    url_db = None
-    if database == "postgres":
-        url_db = celery_peer.fresh_postgres_database(args.postgres_url)
-    server, url = _procs.start_server(home, url_db)
-    try:
-        result: dict[str, object] = {"throughput": throughput(url, home, args.runs, args.workers, args.concurrency)}
-        result["latency"] = latency(url, home, args.latency_samples, args.latency_rate)
-        return result
-    finally:
-        _procs.stop(server)
+    with _procs.database_for(database, args.postgres_url) as url_db:
+        server, url = _procs.start_server(home, url_db)
+        try:
+            result: dict[str, object] = {
+                "throughput": throughput(url, home, args.runs, args.workers, args.concurrency)}
+            result["latency"] = latency(url, home, args.latency_samples, args.latency_rate)
+            return result
+        finally:
+            _procs.stop(server)
 
 
 def main() -> None:

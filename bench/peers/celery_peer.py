@@ -4,13 +4,10 @@ it never touches taskyard's dependencies. Its task runs the same no-op shell com
 from __future__ import annotations
 
 import os
-import secrets
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
-
-import psycopg
 
 VENV = Path(__file__).resolve().parent.parent / ".venv-celery"
 REDIS_URL = "redis://127.0.0.1:6379/15"
@@ -78,12 +75,3 @@ def run(home: Path, *, runs: int, workers: int, concurrency: int) -> dict[str, f
             except subprocess.TimeoutExpired:
                 proc.kill()
     return {"runs": runs, "seconds": round(seconds, 3), "runs_per_second": round(runs / seconds, 1)}
-
-
-def fresh_postgres_database(admin_url: str) -> str:
-    name = f"taskyard_bench_{secrets.token_hex(4)}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    return f"{admin_url.rsplit('/', 1)[0]}/{name}"
-
-

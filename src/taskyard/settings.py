@@ -111,6 +111,9 @@ class WorkerSettings(_Settings):
     kill_grace_seconds: PositiveFloat = 5.0
     shutdown_grace_seconds: PositiveFloat = 30.0
     allow_private_urls: bool = False
+    # Seconds between measurements of each run's process tree (cpu, memory, disk, connections), sent
+    # with the run's reports; 0 turns sampling off.
+    sample_interval: float = Field(5.0, ge=0)
 
     @field_validator("server")
     @classmethod

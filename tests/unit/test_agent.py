@@ -582,6 +582,33 @@ async def test_heartbeats_report_held_runs_and_load(fake: FakeServer) -> None:
     assert isinstance(beats[0]["memory_usage"], int) and beats[0]["cpu_usage"] >= 0
 
 
+async def test_process_tree_samples_are_attached_to_reports(fake: FakeServer) -> None:
+    # The leader (guard shell), the command's shell, and a background child holding 8 MB.
+    run_id = fake.add_run("python3 -c 'import time; b = bytearray(8 << 20); time.sleep(0.8)' & wait")
+    async with fake.client() as client:
+        agent = WorkerAgent(settings(sample_interval=0.1), client=client, max_runs=1)
+        assert await finish(agent.run()) == 0
+    assert fake.outcomes[run_id]["outcome"] == "completed"
+    items = [item for body in fake.report_bodies for item in body["reports"] if item["run_id"] == run_id]
+    samples = [sample for item in items for sample in item.get("samples", [])]
+    names = {sample["name"] for sample in samples}
+    assert {"cpu", "memory_mb", "connections"} <= names, names
+    memory = [sample["value"] for sample in samples if sample["name"] == "memory_mb"]
+    assert len(memory) >= 3 and max(memory) > 8, memory
+    units = {sample["name"]: sample["unit"] for sample in samples}
+    assert units["cpu"] == "percent" and units["memory_mb"] == "MB" and units["connections"] == "count"
+    assert all(isinstance(sample["value"], float) and sample["timestamp"] for sample in samples)
+    assert all(len(item.get("samples", [])) <= reports.MAX_SAMPLES for item in items)
+
+
+async def test_sampling_can_be_turned_off(fake: FakeServer) -> None:
+    fake.add_run("sleep 0.3")
+    async with fake.client() as client:
+        agent = WorkerAgent(settings(sample_interval=0), client=client, max_runs=1)
+        assert await finish(agent.run()) == 0
+    assert not any("samples" in item for body in fake.report_bodies for item in body["reports"])
+
+
 async def test_a_dying_side_task_stops_the_worker_with_an_error(
     fake: FakeServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -672,3 +699,22 @@ def test_buffer_due_times() -> None:
     assert buffer.due_at(now) <= time.monotonic() + reports.OUTCOME_DELAY_SECONDS  # type: ignore[operator]
     buffer.add_logs(2, 1, _lines(reports.FLUSH_LINES))
     assert buffer.due_at(now) == now
+
+
+def test_buffer_sends_samples_with_the_next_item_and_restores_them() -> None:
+    buffer = ReportBuffer()
+    buffer.add_samples(1, 1, [{"name": "cpu", "value": 1.0, "unit": "percent", "timestamp": "t"}])
+    assert not buffer.empty
+    batch = buffer.take(100, 10**6, 100)
+    assert batch[0].to_json()["samples"][0]["name"] == "cpu" and batch[0].to_json()["outcome"] is None
+    assert buffer.empty
+    buffer.add_samples(1, 1, [{"name": "cpu", "value": 2.0, "unit": "percent", "timestamp": "t"}])
+    buffer.restore(batch)
+    buffer.add_outcome(1, 1, {"outcome": "completed", "result": None, "error_message": None, "exit_code": 0})
+    [again] = buffer.take(100, 10**6, 100)
+    assert [sample["value"] for sample in again.samples] == [1.0, 2.0] and again.final is not None
+    assert buffer.empty
+    buffer.add_samples(2, 1, [{"name": "cpu", "value": float(i), "unit": "percent", "timestamp": "t"}
+                              for i in range(reports.MAX_SAMPLES + 5)])
+    [capped] = buffer.take(100, 10**6, 100)
+    assert len(capped.samples) == reports.MAX_SAMPLES and capped.samples[0]["value"] == 5.0

@@ -12,7 +12,7 @@ from fastapi import APIRouter, FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from taskyard import __version__
-from taskyard.api import errors, tracking
+from taskyard.api import errors, jobs, tracking
 from taskyard.api.envelope import RequestIdMiddleware, new_request_id
 from taskyard.api.observability import Metrics, RequestMeter, SystemLogBuffer, TimingMiddleware
 from taskyard.api.scheduler import runs, system, tasks, tenants, workers
@@ -101,6 +101,7 @@ def create_app(settings: ServerSettings | None = None, *, background: Callable[[
     for module in (tasks, runs, workers, system, tenants):
         api.include_router(module.router)
     api.include_router(tracking.router)
+    api.include_router(jobs.router)
     app.include_router(api)
 
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

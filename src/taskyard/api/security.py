@@ -5,12 +5,14 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
 
 from taskyard.domain.errors import RateLimited, Unavailable
 from taskyard.services.access import Permission, Principal, Role
 from taskyard.services.core import Core
+from taskyard.services.scope import Scope
 
 
 @dataclass
@@ -65,7 +67,7 @@ def allow(permission: Permission, *, open_when_database_down: bool = False,
         except Unavailable:
             if not open_when_database_down:
                 raise
-            principal = Principal("health-probe", Role.VIEWER, "anonymous")
+            principal = Principal("health-probe", Role.VIEWER, "anonymous")  # the default project
         limiter: RateLimiter = request.app.state.rate_limiter
         client = request.client.host if request.client else "unknown"
         limiter.check(principal.subject if principal.kind != "anonymous" else f"ip:{client}")
@@ -74,3 +76,17 @@ def allow(permission: Permission, *, open_when_database_down: bool = False,
         return principal
 
     return dependency
+
+
+def scope_of(request: Request) -> Scope:
+    """The project the caller acts in, from the principal `allow()` put on the request. Route-level
+    `dependencies=[Depends(allow(...))]` run before the handler's parameters, so it is always there; if a
+    route forgot `allow()`, this fails closed instead of acting in every project."""
+    principal = getattr(request.state, "principal", None)
+    if not isinstance(principal, Principal):
+        raise RuntimeError(f"{request.url.path}: scope asked for before allow() authenticated the caller")
+    return principal.scope
+
+
+# A handler parameter: the caller's scope, to hand to the service as an explicit argument.
+Scoped = Annotated[Scope, Depends(scope_of)]

@@ -129,6 +129,9 @@ def _with_core(settings: ServerSettings) -> Core:
 @key_app.command("create")
 def apikey_create(name: Annotated[str, typer.Option(help="Who or what uses the key")],
                   role: Annotated[str, typer.Option(help="admin, operator, viewer or worker")] = "operator",
+                  project: Annotated[str | None, typer.Option(
+                      help="Project GUID the key acts in (default: the default project; admin keys: every project)",
+                  )] = None,
                   database_url: DatabaseUrl = None, home: Home = None,
                   json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Create a key and print its secret once."""
@@ -140,13 +143,16 @@ def apikey_create(name: Annotated[str, typer.Option(help="Who or what uses the k
 
     async def go() -> None:
         try:
-            key = await core.access.create_key(name, role)
+            key = await core.access.create_key(name, role, project)
         finally:
             await core.db.dispose()
+        where = key.project_uuid or ("every project" if key.project_id is None else "the default project")
         if json_out:
-            print(json.dumps({"id": key.id, "name": key.name, "role": key.role.value, "key": key.secret}))
+            print(json.dumps({"id": key.id, "name": key.name, "role": key.role.value, "project": key.project_uuid,
+                              "all_projects": key.project_id is None, "key": key.secret}))
         else:
-            err.print(f"API key {key.id} '{key.name}' ({key.role.value}). Store it now; it is not shown again:")
+            err.print(f"API key {key.id} '{key.name}' ({key.role.value}, {where}). "
+                      "Store it now; it is not shown again:")
             print(key.secret)
 
     try:
@@ -176,9 +182,10 @@ def apikey_list(database_url: DatabaseUrl = None, home: Home = None,
     if json_out:
         print(json.dumps(keys, default=str))
         return
-    table = Table("id", "name", "role", "prefix", "created", "last used", "revoked")
+    table = Table("id", "name", "role", "project", "prefix", "created", "last used", "revoked")
     for k in keys:
-        table.add_row(*(str(k.get(c) or "") for c in ("id", "name", "role", "prefix", "created_at",
+        k = {**k, "project_id": "all" if k.get("project_id") is None else k["project_id"]}
+        table.add_row(*(str(k.get(c) or "") for c in ("id", "name", "role", "project_id", "prefix", "created_at",
                                                         "last_used_at", "revoked_at")))
     Console().print(table)
 

@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Any
 import jwt
 
 from taskyard.domain.errors import AuthenticationFailed, Conflict, NotFound, PermissionDenied, ValidationFailed
+from taskyard.services.scope import Scope
 from taskyard.storage import access as access_rows
+from taskyard.storage.tables import DEFAULT_PROJECT_ID
 
 if TYPE_CHECKING:
     from taskyard.services.core import Core
@@ -48,13 +50,24 @@ class Principal:
     subject: str
     role: Role
     kind: str  # "key", "jwt" or "anonymous"
+    # The project this credential acts in; None (every project) only for admins without a project.
+    project_id: int | None = DEFAULT_PROJECT_ID
+
+    def __post_init__(self) -> None:
+        if self.project_id is None and self.role is not Role.ADMIN:
+            object.__setattr__(self, "project_id", DEFAULT_PROJECT_ID)  # only admins span projects
 
     def require(self, permission: Permission) -> None:
         if permission not in GRANTS[self.role]:
             raise PermissionDenied(f"role '{self.role.value}' may not {permission.value}")
 
+    @property
+    def scope(self) -> Scope:
+        return Scope(self.project_id)
 
-ANONYMOUS = Principal("anonymous", Role.ADMIN, "anonymous")
+
+# Auth off: full rights, but in the default project only (as if every call named it).
+ANONYMOUS = Principal("anonymous", Role.ADMIN, "anonymous", DEFAULT_PROJECT_ID)
 
 
 @dataclass(frozen=True)
@@ -63,6 +76,8 @@ class NewKey:
     name: str
     role: Role
     secret: str  # shown once, never stored
+    project_id: int | None = None  # None: every project (admin keys created without one)
+    project_uuid: str | None = None
 
 
 @dataclass(frozen=True)
@@ -113,10 +128,10 @@ class AccessService:
         if not token:
             raise AuthenticationFailed("authentication required: send 'Authorization: Bearer <key>'")
         if token.count(".") == 2 and self.jwt.enabled:
-            return self._from_jwt(token)
+            return await self._from_jwt(token)
         return await self._from_key(token)
 
-    def _from_jwt(self, token: str) -> Principal:
+    async def _from_jwt(self, token: str) -> Principal:
         algorithm, key = ("RS256", self.jwt.public_key) if self.jwt.public_key else ("HS256", self.jwt.secret)
         try:
             claims: dict[str, Any] = jwt.decode(
@@ -128,7 +143,24 @@ class AccessService:
             role = Role(claims.get("role", Role.VIEWER))
         except ValueError as exc:
             raise AuthenticationFailed(f"invalid token: unknown role {claims.get('role')!r}") from exc
-        return Principal(str(claims.get("sub", "jwt")), role, "jwt")
+        project_id = await self._project_of_claims(claims, role)
+        return Principal(str(claims.get("sub", "jwt")), role, "jwt", project_id)
+
+    async def _project_of_claims(self, claims: dict[str, Any], role: Role) -> int | None:
+        """`project` (a GUID, optionally with its `tenant`) scopes the token; without one, admins span every
+        project and other roles act in the default project. A project that is not known is a 401."""
+        project, tenant = claims.get("project"), claims.get("tenant")
+        if project is None:
+            if tenant is not None:
+                raise AuthenticationFailed("invalid token: a 'tenant' claim needs a 'project' claim")
+            return None if role is Role.ADMIN else DEFAULT_PROJECT_ID
+        if not isinstance(project, str) or (tenant is not None and not isinstance(tenant, str)):
+            raise AuthenticationFailed("invalid token: 'project' and 'tenant' must be GUID strings")
+        try:
+            found = await self.core.tenancy.find_project(project, tenant_uuid=tenant)
+        except NotFound as exc:
+            raise AuthenticationFailed("invalid token: unknown project") from exc
+        return found.id
 
     async def _from_key(self, token: str) -> Principal:
         parts = token.split("_")
@@ -138,21 +170,33 @@ class AccessService:
             row = await access_rows.key_by_prefix(conn, parts[1])
         if row is None or row["revoked_at"] is not None or not hmac.compare_digest(row["key_hash"], _hash(token)):
             raise AuthenticationFailed("invalid API key")
-        return Principal(f"key:{row['id']}", Role(row["role"]), "key")
+        return Principal(f"key:{row['id']}", Role(row["role"]), "key", row["project_id"])
 
-    async def create_key(self, name: str, role: str) -> NewKey:
+    async def create_key(self, name: str, role: str, project_uuid: str | None = None) -> NewKey:
+        """A key acts in `project_uuid`; without one, admin keys span every project and other keys act in
+        the default project."""
         try:
             chosen = Role(role)
         except ValueError as exc:
             raise ValidationFailed("role must be one of admin, operator, viewer, worker", field="role",
                                    rule="one_of", value=role) from exc
+        project_id: int | None = None if chosen is Role.ADMIN else DEFAULT_PROJECT_ID
+        project_guid: str | None = None
+        if project_uuid is not None:
+            try:
+                project = await self.core.tenancy.find_project(project_uuid)
+            except NotFound as exc:
+                raise ValidationFailed(f"no project with id '{project_uuid}'", field="project", rule="exists",
+                                       value=project_uuid) from exc
+            project_id, project_guid = project.id, project.uuid
         prefix = secrets.token_hex(4)
         secret = f"ty_{prefix}_{secrets.token_urlsafe(32).replace('_', '-')}"
         async with self.core.db.write() as conn:
             key_id = await access_rows.insert_key(conn, {"name": name, "prefix": prefix, "key_hash": _hash(secret),
-                                                         "role": chosen, "created_at": self.core.clock()})
+                                                         "role": chosen, "project_id": project_id,
+                                                         "created_at": self.core.clock()})
         self._keys_exist = None
-        return NewKey(key_id, name, chosen, secret)
+        return NewKey(key_id, name, chosen, secret, project_id, project_guid)
 
     async def list_keys(self) -> list[dict[str, Any]]:
         async with self.core.db.read() as conn:

@@ -27,6 +27,7 @@ class CoreConfig:
 class Core:
     def __init__(self, db: Database, config: CoreConfig | None = None, clock: Clock = system_clock) -> None:
         from taskyard.services.access import AccessService
+        from taskyard.services.job_tracking import JobTrackingService
         from taskyard.services.runs import RunService
         from taskyard.services.scheduling import SchedulingService
         from taskyard.services.system import SystemService
@@ -47,6 +48,7 @@ class Core:
         self.access = AccessService(self)
         self.tracking = TrackingService(self)
         self.tenancy = TenancyService(self)
+        self.jobs = JobTrackingService(self)
 
     def lifecycle(self) -> RunLifecycle:
         return RunLifecycle(self.config.retry_base_delay, self.config.retry_max_delay)

@@ -53,7 +53,7 @@ class RunLifecycle:
         status = RunStatus.PENDING if waits else RunStatus.QUEUED
         chosen = priority or task.priority
         values = {
-            "uuid": str(uuid.uuid4()), "task_id": task.id, "task_name": task.name,
+            "uuid": str(uuid.uuid4()), "project_id": task.project_id, "task_id": task.id, "task_name": task.name,
             "task_type": task.task_type, "status": status, "priority": chosen,
             "priority_rank": chosen.rank, "parameters": parameters or {},
             "timeout_seconds": timeout_seconds or task.timeout_seconds,

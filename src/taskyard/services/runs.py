@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from taskyard.domain.errors import Conflict, NotFound, ValidationFailed
 from taskyard.domain.models import Run
 from taskyard.domain.status import Priority, RunStatus, TaskStatus, TriggerKind
+from taskyard.services.scope import UNSCOPED, Scope
 from taskyard.storage import runs as run_rows
 from taskyard.storage import tasks as task_rows
 from taskyard.storage.paging import PageRequest
@@ -39,7 +40,8 @@ class RunService:
         self.core = core
 
     async def trigger(self, task_id: int, *, parameters: dict[str, Any] | None = None,
-                      priority: str | None = None, timeout_seconds: int | None = None) -> Triggered:
+                      priority: str | None = None, timeout_seconds: int | None = None,
+                      scope: Scope = UNSCOPED) -> Triggered:
         if priority is not None and priority not in {p.value for p in Priority}:
             raise ValidationFailed("priority must be one of low, normal, high, critical", field="priority",
                                    rule="one_of", value=priority)
@@ -49,7 +51,7 @@ class RunService:
         now = self.core.clock()
         lifecycle = self.core.lifecycle()
         async with self.core.db.write() as conn:
-            task = await task_rows.get_task(conn, task_id)
+            task = await task_rows.get_task(conn, task_id, project_id=scope.project_id)
             if task is None:
                 raise NotFound(f"task {task_id} does not exist", resource="task", id=task_id)
             if task.status is TaskStatus.PAUSED:
@@ -68,12 +70,12 @@ class RunService:
         self.core.publish(lifecycle)
         return Triggered(run, average)
 
-    async def restart(self, run_id: int) -> Run:
+    async def restart(self, run_id: int, *, scope: Scope = UNSCOPED) -> Run:
         now = self.core.clock()
         lifecycle = self.core.lifecycle()
         async with self.core.db.write() as conn:
-            original = await self._get(conn, run_id)
-            task = await task_rows.get_task(conn, original.task_id)
+            original = await self._get(conn, run_id, scope)
+            task = await task_rows.get_task(conn, original.task_id, project_id=original.project_id)
             if task is None:
                 raise Conflict(f"the task of run {run_id} was deleted; it cannot be restarted",
                                field="task_id", value=original.task_id)
@@ -85,11 +87,11 @@ class RunService:
         self.core.publish(lifecycle)
         return run
 
-    async def abort(self, run_id: int) -> Run:
+    async def abort(self, run_id: int, *, scope: Scope = UNSCOPED) -> Run:
         now = self.core.clock()
         lifecycle = self.core.lifecycle()
         async with self.core.db.write() as conn:
-            run = await self._get(conn, run_id)
+            run = await self._get(conn, run_id, scope)
             if run.status.is_final:
                 raise Conflict(f"run {run_id} already {run.status.value}", field="status",
                                value=run.status.value)
@@ -99,33 +101,36 @@ class RunService:
         self.core.publish(lifecycle)
         return aborted
 
-    async def get(self, run_id: int, *, log_lines: int = DETAIL_LOG_LINES) -> RunDetail:
+    async def get(self, run_id: int, *, log_lines: int = DETAIL_LOG_LINES, scope: Scope = UNSCOPED) -> RunDetail:
         async with self.core.db.read() as conn:
-            run = await self._get(conn, run_id)
+            run = await self._get(conn, run_id, scope)
             logs = await run_rows.logs(conn, run_id, limit=log_lines, tail=True)
             total = await run_rows.log_count(conn, run_id) if len(logs) >= log_lines else len(logs)
             history = await run_rows.history(conn, run_id)
             waiting = await run_rows.waits_of(conn, run_id) if run.status is RunStatus.PENDING else []
         return RunDetail(run, logs, total, history, waiting)
 
-    async def logs(self, run_id: int, *, after_id: int = 0, limit: int = 1000) -> tuple[Run, list[dict[str, Any]]]:
+    async def logs(self, run_id: int, *, after_id: int = 0, limit: int = 1000,
+                   scope: Scope = UNSCOPED) -> tuple[Run, list[dict[str, Any]]]:
         async with self.core.db.read() as conn:
-            run = await self._get(conn, run_id)
+            run = await self._get(conn, run_id, scope)
             lines = await run_rows.logs(conn, run_id, after_id=after_id, limit=limit)
         return run, lines
 
     async def list(self, *, task_id: int | None = None, status: list[str] | None = None, worker_id: str | None = None,
                    start_date: date | None = None, end_date: date | None = None,
-                   page: PageRequest) -> tuple[list[Run], int]:
+                   page: PageRequest, scope: Scope = UNSCOPED) -> tuple[list[Run], int]:
         if page.sort not in run_rows.SORTABLE:
             raise ValidationFailed(f"cannot sort runs by '{page.sort}'", field="sort", rule="one_of",
                                    value=page.sort)
         async with self.core.db.read() as conn:
-            return await run_rows.list_runs(conn, task_id=task_id, status=status, worker_id=worker_id,
-                                            start_date=start_date, end_date=end_date, page=page)
+            return await run_rows.list_runs(conn, project_id=scope.project_id, task_id=task_id, status=status,
+                                            worker_id=worker_id, start_date=start_date, end_date=end_date,
+                                            page=page)
 
-    async def _get(self, conn: Any, run_id: int) -> Run:
-        run = await run_rows.get_run(conn, run_id)
+    async def _get(self, conn: Any, run_id: int, scope: Scope) -> Run:
+        # A run of another project is "not found", in the same words as one that never existed.
+        run = await run_rows.get_run(conn, run_id, project_id=scope.project_id)
         if run is None:
             raise NotFound(f"run {run_id} does not exist", resource="run", id=run_id)
         return run

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from taskyard.domain.errors import Unavailable
+from taskyard.services.scope import UNSCOPED, Scope
 from taskyard.services.workers import format_duration
 from taskyard.storage import runs as run_rows
 from taskyard.storage import tasks as task_rows
@@ -34,7 +35,8 @@ class SystemService:
     def uptime_seconds(self) -> float:
         return time.monotonic() - self.started_monotonic
 
-    async def health(self) -> dict[str, Any]:
+    async def health(self, *, scope: Scope = UNSCOPED) -> dict[str, Any]:
+        """Counts (queue size, workers, pending runs) are of the scope's project; every project when unscoped."""
         components: dict[str, Any] = {}
         try:
             db_time = await asyncio.wait_for(self.core.db.ping(), 5.0)
@@ -49,10 +51,10 @@ class SystemService:
         started = time.perf_counter()
         now = self.core.clock()
         async with self.core.db.read() as conn:
-            depth = await run_rows.queue_depth(conn, now)
+            depth = await run_rows.queue_depth(conn, now, project_id=scope.project_id)
             queue_time = time.perf_counter() - started
-            counts = await run_rows.status_counts(conn)
-            worker_counts = await worker_rows.counts(conn)
+            counts = await run_rows.status_counts(conn, project_id=scope.project_id)
+            worker_counts = await worker_rows.counts(conn, project_id=scope.project_id)
         components["message_queue"] = {"status": "healthy", "response_time": round(queue_time, 6),
                                        "queue_size": depth}
         scheduling = self.core.scheduling
@@ -67,14 +69,15 @@ class SystemService:
         }
         return components
 
-    async def stats(self) -> dict[str, Any]:
+    async def stats(self, *, scope: Scope = UNSCOPED) -> dict[str, Any]:
         now = self.core.clock()
+        project_id = scope.project_id
         async with self.core.db.read() as conn:
-            tasks = await task_rows.counts(conn)
-            counts = await run_rows.status_counts(conn)
-            workers = await worker_rows.counts(conn)
-            recent = await run_rows.finished_since(conn, now - THROUGHPUT_WINDOW)
-            average = await run_rows.average_execution_time(conn)
+            tasks = await task_rows.counts(conn, project_id=project_id)
+            counts = await run_rows.status_counts(conn, project_id=project_id)
+            workers = await worker_rows.counts(conn, project_id=project_id)
+            recent = await run_rows.finished_since(conn, now - THROUGHPUT_WINDOW, project_id=project_id)
+            average = await run_rows.average_execution_time(conn, project_id=project_id)
         finished_total = sum(counts.get(s, 0) for s in ("completed", "failed", "aborted"))
         return {
             "tasks": tasks,
@@ -110,9 +113,12 @@ class SystemService:
             "network_io": {"bytes_in": net.bytes_recv, "bytes_out": net.bytes_sent},
         }
 
-    async def gauges(self) -> dict[str, Any]:
+    async def gauges(self, *, scope: Scope = UNSCOPED) -> dict[str, Any]:
         """The figures /system/metrics exports, read in one snapshot."""
         now = self.core.clock()
+        project_id = scope.project_id
         async with self.core.db.read() as conn:
-            return {"tasks": await task_rows.counts(conn), "runs": await run_rows.status_counts(conn),
-                    "workers": await worker_rows.counts(conn), "queue_depth": await run_rows.queue_depth(conn, now)}
+            return {"tasks": await task_rows.counts(conn, project_id=project_id),
+                    "runs": await run_rows.status_counts(conn, project_id=project_id),
+                    "workers": await worker_rows.counts(conn, project_id=project_id),
+                    "queue_depth": await run_rows.queue_depth(conn, now, project_id=project_id)}

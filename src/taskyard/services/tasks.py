@@ -13,6 +13,7 @@ from taskyard.domain.dag import find_cycle
 from taskyard.domain.errors import Conflict, NotFound, ValidationFailed
 from taskyard.domain.models import Task
 from taskyard.domain.status import Priority, RunStatus, TaskStatus
+from taskyard.services.scope import UNSCOPED, Scope
 from taskyard.storage import runs as run_rows
 from taskyard.storage import tasks as task_rows
 from taskyard.storage.paging import PageRequest
@@ -50,15 +51,17 @@ class TaskService:
     def __init__(self, core: Core) -> None:
         self.core = core
 
-    async def create(self, spec: TaskSpec) -> Task:
+    async def create(self, spec: TaskSpec, *, scope: Scope = UNSCOPED) -> Task:
+        """The task lands in the scope's home project; it may depend only on tasks of that project."""
         self._check_fields(vars(spec))
         now = self.core.clock()
+        project_id = scope.home
         async with self.core.db.write() as conn:
-            if await task_rows.name_taken(conn, spec.name):
+            if await task_rows.name_taken(conn, spec.name, project_id):
                 raise Conflict(f"a task named '{spec.name}' already exists", field="name", value=spec.name)
-            depends_on = await _resolve_dependencies(conn, spec.dependencies)
+            depends_on = await _resolve_dependencies(conn, spec.dependencies, project_id)
             values = {
-                "uuid": str(uuid.uuid4()), "name": spec.name, "description": spec.description,
+                "uuid": str(uuid.uuid4()), "project_id": project_id, "name": spec.name, "description": spec.description,
                 "task_type": spec.task_type, "executor": spec.executor or spec.task_type,
                 "command": spec.command, "arguments": spec.arguments, "schedule": spec.schedule or None,
                 "timezone": spec.timezone, "catchup": spec.catchup, "priority": spec.priority,
@@ -74,19 +77,20 @@ class TaskService:
         self.core.scheduling.nudge()
         return task
 
-    async def update(self, task_id: int, changes: dict[str, Any]) -> Task:
+    async def update(self, task_id: int, changes: dict[str, Any], *, scope: Scope = UNSCOPED) -> Task:
         self._check_fields(changes)
         now = self.core.clock()
         async with self.core.db.write() as conn:
-            task = await self._get(conn, task_id)
-            if "name" in changes and await task_rows.name_taken(conn, changes["name"], except_id=task_id):
+            task = await self._get(conn, task_id, scope)
+            if "name" in changes and await task_rows.name_taken(conn, changes["name"], task.project_id,
+                                                                except_id=task_id):
                 raise Conflict(f"a task named '{changes['name']}' already exists", field="name",
                                value=changes["name"])
             values = {k: v for k, v in changes.items() if k != "dependencies"}
             if "executor" in values and not values["executor"]:
                 values["executor"] = values.get("task_type", task.task_type)
             if "dependencies" in changes:
-                depends_on = await _resolve_dependencies(conn, changes["dependencies"])
+                depends_on = await _resolve_dependencies(conn, changes["dependencies"], task.project_id)
                 edges = await task_rows.all_dependency_edges(conn)
                 edges[task_id] = depends_on
                 cycle = find_cycle(edges, task_id)
@@ -108,12 +112,12 @@ class TaskService:
         self.core.scheduling.nudge()
         return updated
 
-    async def delete(self, task_id: int) -> int:
+    async def delete(self, task_id: int, *, scope: Scope = UNSCOPED) -> int:
         """Soft delete: the runs and their history stay readable; active runs are aborted."""
         now = self.core.clock()
         lifecycle = self.core.lifecycle()
         async with self.core.db.write() as conn:
-            task = await self._get(conn, task_id)
+            task = await self._get(conn, task_id, scope)
             for run in await run_rows.active_runs_of_task(conn, task.id):
                 await lifecycle.abort(conn, run, now=now, reason=f"task '{task.name}' was deleted")
             await task_rows.drop_edges_to(conn, task.id)
@@ -122,16 +126,16 @@ class TaskService:
         self.core.publish(lifecycle)
         return task_id
 
-    async def pause(self, task_id: int) -> Task:
-        return await self._set_status(task_id, TaskStatus.PAUSED)
+    async def pause(self, task_id: int, *, scope: Scope = UNSCOPED) -> Task:
+        return await self._set_status(task_id, TaskStatus.PAUSED, scope)
 
-    async def resume(self, task_id: int) -> Task:
-        return await self._set_status(task_id, TaskStatus.ACTIVE)
+    async def resume(self, task_id: int, *, scope: Scope = UNSCOPED) -> Task:
+        return await self._set_status(task_id, TaskStatus.ACTIVE, scope)
 
-    async def _set_status(self, task_id: int, status: TaskStatus) -> Task:
+    async def _set_status(self, task_id: int, status: TaskStatus, scope: Scope) -> Task:
         now = self.core.clock()
         async with self.core.db.write() as conn:
-            task = await self._get(conn, task_id)
+            task = await self._get(conn, task_id, scope)
             # Slots missed while paused are skipped: resuming plans from now, not from the pause.
             next_run = self._next_run(task.schedule, task.timezone, now) if status is TaskStatus.ACTIVE else None
             await task_rows.update_task(conn, task_id, {"status": status, "updated_at": now,
@@ -141,16 +145,16 @@ class TaskService:
         self.core.scheduling.nudge()
         return updated
 
-    async def get(self, task_id: int) -> TaskDetail:
+    async def get(self, task_id: int, *, scope: Scope = UNSCOPED) -> TaskDetail:
         async with self.core.db.read() as conn:
-            task = await self._get(conn, task_id)
+            task = await self._get(conn, task_id, scope)
             stats = await task_rows.statistics(conn, task_id)
         stats["last_execution_status"] = _last_status_word(task.last_run_status)
         return TaskDetail(task, stats)
 
     async def list(self, *, status: str | None = None, task_type: str | None = None,
                    priority: str | None = None, search: str | None = None,
-                   page: PageRequest) -> tuple[list[Task], int]:
+                   page: PageRequest, scope: Scope = UNSCOPED) -> tuple[list[Task], int]:
         if page.sort not in task_rows.SORTABLE:
             raise ValidationFailed(f"cannot sort tasks by '{page.sort}'", field="sort", rule="one_of",
                                    value=page.sort)
@@ -160,11 +164,12 @@ class TaskService:
                                    value=status)
         self._check_fields({k: v for k, v in (("task_type", task_type), ("priority", priority)) if v is not None})
         async with self.core.db.read() as conn:
-            return await task_rows.list_tasks(conn, status=status, task_type=task_type, priority=priority,
-                                              search=search, page=page)
+            return await task_rows.list_tasks(conn, project_id=scope.project_id, status=status,
+                                              task_type=task_type, priority=priority, search=search, page=page)
 
-    async def _get(self, conn: AsyncConnection, task_id: int) -> Task:
-        task = await task_rows.get_task(conn, task_id)
+    async def _get(self, conn: AsyncConnection, task_id: int, scope: Scope) -> Task:
+        # A task of another project is "not found", in the same words as one that never existed.
+        task = await task_rows.get_task(conn, task_id, project_id=scope.project_id)
         if task is None:
             raise NotFound(f"task {task_id} does not exist", resource="task", id=task_id)
         return task
@@ -215,7 +220,8 @@ def _last_status_word(status: str | None) -> str | None:
     return "success" if status == RunStatus.COMPLETED else status
 
 
-async def _resolve_dependencies(conn: AsyncConnection, refs: list[str | int]) -> list[int]:
+async def _resolve_dependencies(conn: AsyncConnection, refs: list[str | int], project_id: int) -> list[int]:
+    """Dependencies by id or name, only among the live tasks of `project_id` (others read as unknown)."""
     ids: list[int] = []
     names: list[str] = []
     for ref in refs:
@@ -223,9 +229,9 @@ async def _resolve_dependencies(conn: AsyncConnection, refs: list[str | int]) ->
             ids.append(int(ref))
         else:
             names.append(str(ref))
-    by_name = await task_rows.find_ids_by_name(conn, names)
+    by_name = await task_rows.find_ids_by_name(conn, names, project_id=project_id)
     missing = [n for n in names if n not in by_name]
-    found = await task_rows.existing_ids(conn, ids)
+    found = await task_rows.existing_ids(conn, ids, project_id=project_id)
     missing += [str(i) for i in ids if i not in found]
     if missing:
         raise ValidationFailed(f"unknown dependency: {', '.join(missing)}", field="dependencies",

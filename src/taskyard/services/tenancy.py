@@ -103,6 +103,15 @@ class TenancyService:
             raise NotFound("project not found in this tenant")
         return project
 
+    async def find_project(self, project_uuid: str, *, tenant_uuid: str | None = None) -> Project:
+        """A project by its GUID alone (and, when `tenant_uuid` is given, only inside that tenant)."""
+        wanted = _canonical_uuid(project_uuid)
+        async with self.core.db.read() as conn:
+            project = await rows.project_by_uuid(conn, wanted) if wanted else None
+        if project is None or (tenant_uuid is not None and project.tenant_uuid != _canonical_uuid(tenant_uuid)):
+            raise NotFound("project not found")
+        return project
+
     @staticmethod
     async def _tenant(conn: AsyncConnection, tenant_uuid: str) -> Tenant:
         wanted = _canonical_uuid(tenant_uuid)

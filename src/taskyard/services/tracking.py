@@ -19,6 +19,7 @@ from taskyard.domain.errors import NotFound, ValidationFailed
 from taskyard.domain.models import Run
 from taskyard.domain.status import Priority, RunStatus, TaskStatus, TriggerKind
 from taskyard.services.lifecycle import RunLifecycle
+from taskyard.services.tracking_ingest import Interpretation
 from taskyard.storage import events as event_rows
 from taskyard.storage import runs as run_rows
 from taskyard.storage import tasks as task_rows
@@ -77,7 +78,8 @@ class TrackingService:
         self.core = core
 
     async def record(self, events: list[TrackingEvent], *, project_id: int = DEFAULT_PROJECT_ID) -> int:
-        """Store every event in one transaction; returns how many were stored."""
+        """Store every event in one transaction; returns how many were stored. In the same transaction,
+        progress, stage, log and metric events also land in their tables (see tracking_ingest)."""
         if len(events) > MAX_BATCH:
             raise ValidationFailed(f"at most {MAX_BATCH} events per call", field="events", rule="max_items",
                                    value=len(events))
@@ -90,6 +92,7 @@ class TrackingService:
         async with self.core.db.write() as conn:
             known: dict[str, Run] = {}
             rows: list[dict[str, Any]] = []
+            meaning = Interpretation()
             for event in events:
                 at = _utc(event.timestamp) or now
                 run = known.get(event.run_id)
@@ -100,7 +103,9 @@ class TrackingService:
                 known[event.run_id] = run
                 rows.append({"run_id": run.id, "project_id": project_id, "name": event.event_name,
                              "data": event.data, "timestamp": at})
+                meaning.add(run, event.event_name, event.data, at)
             await event_rows.insert_events(conn, rows)
+            await meaning.apply(conn, now=now)
         self.core.publish(lifecycle)
         return len(rows)
 
@@ -168,7 +173,7 @@ class TrackingService:
         return run
 
     async def _external_task(self, conn: AsyncConnection, name: str, project_id: int, *, now: datetime) -> int:
-        found = await event_rows.live_task_id_by_name(conn, name)
+        found = await event_rows.live_task_id_by_name(conn, name, project_id)
         if found is not None:
             return found
         values = {
@@ -181,7 +186,7 @@ class TrackingService:
         }
         created = await event_rows.insert_task_unless_named(conn, values)
         if created is None:
-            created = await event_rows.live_task_id_by_name(conn, name)
+            created = await event_rows.live_task_id_by_name(conn, name, project_id)
         assert created is not None
         return created
 

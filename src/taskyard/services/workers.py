@@ -9,12 +9,14 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from taskyard.domain.errors import NotFound, StaleAttempt, ValidationFailed
+from taskyard.domain.errors import Conflict, NotFound, StaleAttempt, ValidationFailed
 from taskyard.domain.models import Run, Task, Worker
 from taskyard.domain.status import RunStatus, WorkerStatus
 from taskyard.services.lifecycle import RunLifecycle, lease_deadline
+from taskyard.services.scope import UNSCOPED, Scope
 from taskyard.storage import runs as run_rows
 from taskyard.storage import tasks as task_rows
+from taskyard.storage import tracking as tracking_rows
 from taskyard.storage import workers as worker_rows
 from taskyard.storage.paging import PageRequest
 
@@ -71,6 +73,8 @@ class RunReport:
     result: str | None = None
     error_message: str | None = None
     exit_code: int | None = None
+    # What the worker measured of the run's process tree: {name, value, unit, timestamp}.
+    samples: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -94,7 +98,8 @@ class WorkerService:
     def lease(self) -> float:
         return self.core.config.lease_seconds
 
-    async def register(self, reg: Registration) -> Worker:
+    async def register(self, reg: Registration, *, scope: Scope = UNSCOPED) -> Worker:
+        """A new worker belongs to the scope's home project and only ever claims that project's runs."""
         unknown = sorted(set(reg.task_types) - self.core.config.task_types)
         if unknown or not reg.task_types:
             raise ValidationFailed(f"unknown task types: {', '.join(unknown) or '(none given)'}",
@@ -107,21 +112,26 @@ class WorkerService:
                   "current_task_count": 0, "status": WorkerStatus.ACTIVE, "last_heartbeat": now,
                   "registered_at": now, "metadata": reg.metadata, "deleted": False}
         async with self.core.db.write() as conn:
-            if await worker_rows.exists(conn, worker_id):
+            owner = await worker_rows.project_of(conn, worker_id)
+            if owner is not None and scope.project_id is not None and owner != scope.project_id:
+                # Worker ids are unique across projects: another project's id is taken, and nothing more is said.
+                raise Conflict(f"worker id '{worker_id}' is taken; choose another", field="id", value=worker_id)
+            if owner is not None:
                 # The same worker starting again: whatever its previous life held is lost.
                 await self._requeue_held(conn, lifecycle, worker_id, now, "worker re-registered")
                 worker = await worker_rows.update_worker(conn, worker_id, values)
             else:
-                await worker_rows.insert_worker(conn, {"id": worker_id, "created_at": now, **values})
+                await worker_rows.insert_worker(conn, {"id": worker_id, "project_id": scope.home, "created_at": now,
+                                                       **values})
                 worker = await worker_rows.get_worker(conn, worker_id)
         assert worker is not None
         self.core.publish(lifecycle)
         return worker
 
-    async def heartbeat(self, worker_id: str, beat: Heartbeat) -> HeartbeatAck:
+    async def heartbeat(self, worker_id: str, beat: Heartbeat, *, scope: Scope = UNSCOPED) -> HeartbeatAck:
         now = self.core.clock()
         async with self.core.db.write() as conn:
-            worker = await self._get(conn, worker_id)
+            worker = await self._get(conn, worker_id, scope)
             values: dict[str, Any] = {"last_heartbeat": now}
             for name in ("current_task_count", "load_average", "memory_usage", "cpu_usage"):
                 if getattr(beat, name) is not None:
@@ -140,13 +150,14 @@ class WorkerService:
         assert updated is not None
         return HeartbeatAck(updated, abort)
 
-    async def poll(self, worker_id: str, *, capacity: int, running: list[int], wait: float) -> PollResult:
+    async def poll(self, worker_id: str, *, capacity: int, running: list[int], wait: float,
+                   scope: Scope = UNSCOPED) -> PollResult:
         """Claim up to `capacity` runs, or wait until some are claimable, one of `running` must stop,
         or `wait` seconds pass. A wake-up from any server ends the wait at once."""
         deadline = time.monotonic() + max(0.0, min(wait, self.core.config.poll_wait_max))
         while True:
             woken = self.core.db.wakeup.current()
-            result = await self._poll_once(worker_id, capacity, running)
+            result = await self._poll_once(worker_id, capacity, running, scope)
             remaining = deadline - time.monotonic()
             if result.runs or result.abort_runs or result.status is not WorkerStatus.ACTIVE or remaining <= 0:
                 return result
@@ -155,24 +166,26 @@ class WorkerService:
             except TimeoutError:
                 return result
 
-    async def _poll_once(self, worker_id: str, capacity: int, running: list[int]) -> PollResult:
+    async def _poll_once(self, worker_id: str, capacity: int, running: list[int], scope: Scope) -> PollResult:
         now = self.core.clock()
         async with self.core.db.write() as conn:
-            worker = await self._get(conn, worker_id)
+            worker = await self._get(conn, worker_id, scope)
             abort = await run_rows.not_held(conn, worker_id, running)
             claimed: list[Run] = []
             if worker.status is WorkerStatus.ACTIVE and capacity > 0:
                 # The worker's own list is the truth about its free slots: the database still shows
                 # runs whose outcome report is on its way, and counting those would stall the claim.
                 room = worker.max_concurrent_tasks - len(running)
-                claimed = await run_rows.claim(conn, worker_id=worker_id, hostname=worker.hostname,
+                # Only runs of the worker's own project, whoever's credential is polling.
+                claimed = await run_rows.claim(conn, project_id=worker.project_id, worker_id=worker_id,
+                                               hostname=worker.hostname,
                                                task_types=list(worker.task_types), limit=min(capacity, room),
                                                now=now, lease_until=lease_deadline(now, self.lease))
             await worker_rows.update_worker(conn, worker_id, {"last_heartbeat": now})
             tasks = await task_rows.get_tasks_any(conn, sorted({r.task_id for r in claimed}))
         return PollResult(claimed, abort, worker.status, self.lease, tasks)
 
-    async def report(self, worker_id: str, reports: list[RunReport]) -> ReportResult:
+    async def report(self, worker_id: str, reports: list[RunReport], *, scope: Scope = UNSCOPED) -> ReportResult:
         """Logs and outcomes of several runs in one transaction. Writes from an attempt that no longer
         holds its run are refused one by one (StaleAttempt) without failing the others."""
         now = self.core.clock()
@@ -180,8 +193,10 @@ class WorkerService:
         accepted: list[int] = []
         rejected: list[dict[str, Any]] = []
         async with self.core.db.write() as conn:
-            await self._get(conn, worker_id)
-            runs = {r.id: r for r in await run_rows.get_runs(conn, [rep.run_id for rep in reports])}
+            worker = await self._get(conn, worker_id, scope)
+            # Runs of another project read as missing ("does not exist"), never as someone else's attempt.
+            runs = {r.id: r for r in await run_rows.get_runs(conn, [rep.run_id for rep in reports],
+                                                             project_id=worker.project_id)}
             # Finishing a run updates its task's row: in task order, so that two workers' reports
             # touching the same tasks lock them in the same order and cannot deadlock.
             for rep in sorted(reports, key=lambda r: (runs[r.run_id].task_id if r.run_id in runs else 0, r.run_id)):
@@ -207,6 +222,7 @@ class WorkerService:
             raise StaleAttempt(f"attempt {rep.attempt} of run {rep.run_id} no longer holds it "
                                f"(now {run.status.value}, attempt {run.attempt})")
         await run_rows.append_logs(conn, run.id, rep.attempt, [_log_row(line, now) for line in rep.logs])
+        await tracking_rows.insert_samples(conn, [_sample_row(run.id, sample, now) for sample in rep.samples])
         if run.status is not RunStatus.RUNNING:
             return
         if rep.outcome is None:
@@ -227,7 +243,7 @@ class WorkerService:
         if moved is None:
             raise StaleAttempt(f"run {run.id} changed while the report was applied")
 
-    async def update(self, worker_id: str, changes: dict[str, Any]) -> Worker:
+    async def update(self, worker_id: str, changes: dict[str, Any], *, scope: Scope = UNSCOPED) -> Worker:
         if "status" in changes and changes["status"] not in {s.value for s in WorkerStatus}:
             raise ValidationFailed("status must be one of active, draining, offline", field="status",
                                    rule="one_of", value=changes["status"])
@@ -237,26 +253,26 @@ class WorkerService:
                 raise ValidationFailed(f"unknown task types: {', '.join(unknown)}", field="task_types",
                                        rule="one_of", value=changes["task_types"])
         async with self.core.db.write() as conn:
-            await self._get(conn, worker_id)
+            await self._get(conn, worker_id, scope)
             worker = await worker_rows.update_worker(conn, worker_id, changes)
             await run_rows.notify(conn)  # a draining worker hears it on its next poll
         assert worker is not None
         self.core.wake()
         return worker
 
-    async def unregister(self, worker_id: str) -> str:
+    async def unregister(self, worker_id: str, *, scope: Scope = UNSCOPED) -> str:
         now = self.core.clock()
         lifecycle = self.core.lifecycle()
         async with self.core.db.write() as conn:
-            await self._get(conn, worker_id)
+            await self._get(conn, worker_id, scope)
             await self._requeue_held(conn, lifecycle, worker_id, now, "worker unregistered")
             await worker_rows.update_worker(conn, worker_id, {"deleted": True, "status": WorkerStatus.OFFLINE})
         self.core.publish(lifecycle)
         return worker_id
 
-    async def get(self, worker_id: str) -> WorkerDetail:
+    async def get(self, worker_id: str, *, scope: Scope = UNSCOPED) -> WorkerDetail:
         async with self.core.db.read() as conn:
-            worker = await self._get(conn, worker_id)
+            worker = await self._get(conn, worker_id, scope)
             current = await run_rows.runs_of_worker(conn, worker_id)
             stats = await run_rows.worker_statistics(conn, worker_id)
         stats["uptime"] = format_duration((self.core.clock() - worker.registered_at).total_seconds()) \
@@ -264,7 +280,8 @@ class WorkerService:
         return WorkerDetail(worker, current, stats)
 
     async def list(self, *, status: str | None = None, task_type: str | None = None,
-                   hostname: str | None = None, page: PageRequest) -> tuple[list[Worker], int]:
+                   hostname: str | None = None, page: PageRequest,
+                   scope: Scope = UNSCOPED) -> tuple[list[Worker], int]:
         if page.sort not in worker_rows.SORTABLE:
             raise ValidationFailed(f"cannot sort workers by '{page.sort}'", field="sort", rule="one_of",
                                    value=page.sort)
@@ -275,8 +292,8 @@ class WorkerService:
             raise ValidationFailed(f"unknown task_type '{task_type}'", field="task_type", rule="one_of",
                                    value=task_type)
         async with self.core.db.read() as conn:
-            return await worker_rows.list_workers(conn, status=status, task_type=task_type, hostname=hostname,
-                                                  page=page)
+            return await worker_rows.list_workers(conn, project_id=scope.project_id, status=status,
+                                                  task_type=task_type, hostname=hostname, page=page)
 
     async def reap(self) -> int:
         """Leader only: workers silent past their lease go offline; runs whose lease lapsed become a new
@@ -300,11 +317,19 @@ class WorkerService:
         for run in await run_rows.runs_of_worker(conn, worker_id):
             await lifecycle.fail_attempt(conn, run, now=now, immediate=True, error=f"{why} while running it")
 
-    async def _get(self, conn: AsyncConnection, worker_id: str) -> Worker:
-        worker = await worker_rows.get_worker(conn, worker_id)
+    async def _get(self, conn: AsyncConnection, worker_id: str, scope: Scope) -> Worker:
+        # A worker of another project is "not found", in the same words as one that never existed.
+        worker = await worker_rows.get_worker(conn, worker_id, project_id=scope.project_id)
         if worker is None:
             raise NotFound(f"worker '{worker_id}' does not exist", resource="worker", id=worker_id)
         return worker
+
+
+def _sample_row(run_id: int, sample: dict[str, Any], now: Any) -> dict[str, Any]:
+    unit = sample.get("unit")
+    return {"run_id": run_id, "name": str(sample["name"])[:255], "value": float(sample["value"]),
+            "unit": str(unit)[:32] if unit is not None else None, "source": "worker",
+            "timestamp": sample.get("timestamp") or now}
 
 
 def _log_row(line: dict[str, Any], now: Any) -> dict[str, Any]:

@@ -11,15 +11,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskyard.domain.models import Run
 from taskyard.storage.tables import run_events, run_history, runs, tasks
-
-# Rows per INSERT statement: 6 parameters a row stays far below SQLite's variable limit.
-CHUNK_ROWS = 1000
+from taskyard.storage.tracking import insert_rows
 
 
 async def insert_events(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    """Multi-row INSERT ... VALUES (one statement per CHUNK_ROWS rows)."""
-    for start in range(0, len(rows), CHUNK_ROWS):
-        await conn.execute(insert(run_events).values(rows[start:start + CHUNK_ROWS]))
+    """Multi-row INSERT ... VALUES of up to 1000 rows each, from one cached statement (see
+    storage.tracking.insert_rows)."""
+    await insert_rows(conn, run_events, rows)
 
 
 async def list_events(conn: AsyncConnection, run_id: int, *, limit: int = 10_000) -> list[dict[str, Any]]:
@@ -48,9 +46,10 @@ async def run_by_external_id(conn: AsyncConnection, project_id: int, external_id
     return Run.from_row(row) if row else None
 
 
-async def live_task_id_by_name(conn: AsyncConnection, name: str) -> int | None:
+async def live_task_id_by_name(conn: AsyncConnection, name: str, project_id: int) -> int | None:
     value = (await conn.execute(
-        select(tasks.c.id).where(tasks.c.name == name, tasks.c.deleted_at.is_(None)).limit(1))).scalar()
+        select(tasks.c.id).where(tasks.c.name == name, tasks.c.project_id == project_id,
+                                 tasks.c.deleted_at.is_(None)).limit(1))).scalar()
     return int(value) if value is not None else None
 
 
@@ -63,7 +62,7 @@ def _insert_or_skip(conn: AsyncConnection, table: Any, values: dict[str, Any], e
 
 async def insert_task_unless_named(conn: AsyncConnection, values: dict[str, Any]) -> int | None:
     """Insert a task; None when a live task of that name appeared meanwhile (a concurrent first event)."""
-    stmt = _insert_or_skip(conn, tasks, values, ["name"], "deleted_at IS NULL")
+    stmt = _insert_or_skip(conn, tasks, values, ["project_id", "name"], "deleted_at IS NULL")
     value = (await conn.execute(stmt.returning(tasks.c.id))).scalar_one_or_none()
     return int(value) if value is not None else None
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, delete, func, insert, literal, or_, select, text, update
+from sqlalchemy import case, delete, func, insert, literal, or_, select, text, true, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -17,6 +17,11 @@ from taskyard.storage.tables import run_history, run_logs, run_waits, runs
 
 SORTABLE = {"created_at", "started_at", "completed_at", "id", "status", "priority", "execution_time",
             "task_id"}
+
+
+def in_project(project_id: int | None) -> Any:
+    """The project filter: None means every project (admins without a project, internal callers)."""
+    return runs.c.project_id == project_id if project_id is not None else true()
 
 
 async def insert_run(conn: AsyncConnection, values: dict[str, Any], *, reason: str | None = None,
@@ -37,15 +42,17 @@ async def insert_run(conn: AsyncConnection, values: dict[str, Any], *, reason: s
     return int(run_id)
 
 
-async def get_run(conn: AsyncConnection, run_id: int) -> Run | None:
-    row = (await conn.execute(select(runs).where(runs.c.id == run_id))).mappings().first()
+async def get_run(conn: AsyncConnection, run_id: int, *, project_id: int | None = None) -> Run | None:
+    """A run; with `project_id`, only if it belongs to that project."""
+    row = (await conn.execute(select(runs).where(runs.c.id == run_id, in_project(project_id)))).mappings().first()
     return Run.from_row(row) if row else None
 
 
-async def get_runs(conn: AsyncConnection, run_ids: list[int]) -> list[Run]:
+async def get_runs(conn: AsyncConnection, run_ids: list[int], *, project_id: int | None = None) -> list[Run]:
     if not run_ids:
         return []
-    rows = (await conn.execute(select(runs).where(runs.c.id.in_(run_ids)))).mappings().all()
+    rows = (await conn.execute(select(runs).where(runs.c.id.in_(run_ids), in_project(project_id))
+                               )).mappings().all()
     return [Run.from_row(r) for r in rows]
 
 
@@ -64,10 +71,10 @@ async def active_runs_of_task(conn: AsyncConnection, task_id: int) -> list[Run]:
     return [Run.from_row(r) for r in rows]
 
 
-async def list_runs(conn: AsyncConnection, *, task_id: int | None, status: list[str] | None,
-                    worker_id: str | None, start_date: date | None, end_date: date | None,
-                    page: PageRequest) -> tuple[list[Run], int]:
-    query = select(runs)
+async def list_runs(conn: AsyncConnection, *, project_id: int | None, task_id: int | None,
+                    status: list[str] | None, worker_id: str | None, start_date: date | None,
+                    end_date: date | None, page: PageRequest) -> tuple[list[Run], int]:
+    query = select(runs).where(in_project(project_id))
     if task_id is not None:
         query = query.where(runs.c.task_id == task_id)
     if status:
@@ -105,15 +112,15 @@ async def change_status(conn: AsyncConnection, run_id: int, *, expected: frozens
     return run
 
 
-async def claim(conn: AsyncConnection, *, worker_id: str, hostname: str, task_types: list[str],
+async def claim(conn: AsyncConnection, *, project_id: int, worker_id: str, hostname: str, task_types: list[str],
                 limit: int, now: datetime, lease_until: datetime) -> list[Run]:
-    """Atomically take up to `limit` claimable runs: highest priority first, then oldest."""
+    """Atomically take up to `limit` claimable runs of one project: highest priority first, then oldest."""
     if limit <= 0 or not task_types:
         return []
     candidates = (
         select(runs.c.id)
         .where(runs.c.status == RunStatus.QUEUED, runs.c.available_at <= now,
-               runs.c.task_type.in_(task_types))
+               runs.c.task_type.in_(task_types), runs.c.project_id == project_id)
         .order_by(runs.c.priority_rank.desc(), runs.c.id.asc())
         .limit(limit)
     )
@@ -256,29 +263,32 @@ async def log_count(conn: AsyncConnection, run_id: int) -> int:
     return int((await conn.execute(select(func.count()).where(run_logs.c.run_id == run_id))).scalar_one())
 
 
-async def status_counts(conn: AsyncConnection) -> dict[str, int]:
-    rows = await conn.execute(select(runs.c.status, func.count()).group_by(runs.c.status))
+async def status_counts(conn: AsyncConnection, *, project_id: int | None) -> dict[str, int]:
+    rows = await conn.execute(select(runs.c.status, func.count()).where(in_project(project_id))
+                              .group_by(runs.c.status))
     return {str(s): int(n) for s, n in rows.all()}
 
 
-async def queue_depth(conn: AsyncConnection, now: datetime) -> int:
+async def queue_depth(conn: AsyncConnection, now: datetime, *, project_id: int | None) -> int:
     return int((await conn.execute(
-        select(func.count()).where(runs.c.status == RunStatus.QUEUED, runs.c.available_at <= now)
+        select(func.count()).where(runs.c.status == RunStatus.QUEUED, runs.c.available_at <= now,
+                                   in_project(project_id))
     )).scalar_one())
 
 
-async def finished_since(conn: AsyncConnection, since: datetime) -> dict[str, Any]:
+async def finished_since(conn: AsyncConnection, since: datetime, *, project_id: int | None) -> dict[str, Any]:
     row = (await conn.execute(select(
         func.count().label("finished"),
         func.sum(case((runs.c.status == RunStatus.COMPLETED, 1), else_=0)).label("completed"),
     ).where(runs.c.status.in_([RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.ABORTED]),
-            runs.c.completed_at >= since))).mappings().one()
+            runs.c.completed_at >= since, in_project(project_id)))).mappings().one()
     return {"finished": int(row["finished"] or 0), "completed": int(row["completed"] or 0)}
 
 
-async def average_execution_time(conn: AsyncConnection) -> float | None:
+async def average_execution_time(conn: AsyncConnection, *, project_id: int | None) -> float | None:
     value = (await conn.execute(
-        select(func.avg(runs.c.execution_time)).where(runs.c.status == RunStatus.COMPLETED)
+        select(func.avg(runs.c.execution_time)).where(runs.c.status == RunStatus.COMPLETED,
+                                                      in_project(project_id))
     )).scalar_one_or_none()
     return round(float(value), 3) if value is not None else None
 

@@ -83,7 +83,7 @@ tasks = Table(
     Column("last_run_status", String(16)),
     Column("deleted_at", UTCDateTime),
 )
-Index("uq_tasks_live_name", tasks.c.name, unique=True,
+Index("uq_tasks_live_name", tasks.c.project_id, tasks.c.name, unique=True,
       sqlite_where=text("deleted_at IS NULL"), postgresql_where=text("deleted_at IS NULL"))
 Index("ix_tasks_due", tasks.c.next_run_at, sqlite_where=text("deleted_at IS NULL"),
       postgresql_where=text("deleted_at IS NULL"))

@@ -6,7 +6,7 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, delete, func, insert, or_, select, update
+from sqlalchemy import and_, case, delete, func, insert, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskyard.domain.models import Task
@@ -19,35 +19,44 @@ SORTABLE = {"created_at", "updated_at", "name", "priority", "id", "next_run_at",
 live = tasks.c.deleted_at.is_(None)
 
 
+def in_project(project_id: int | None) -> Any:
+    """The project filter: None means every project (admins without a project, internal callers)."""
+    return tasks.c.project_id == project_id if project_id is not None else true()
+
+
 async def insert_task(conn: AsyncConnection, values: dict[str, Any]) -> int:
     result = await conn.execute(insert(tasks).values(**values).returning(tasks.c.id))
     return int(result.scalar_one())
 
 
-async def get_task(conn: AsyncConnection, task_id: int) -> Task | None:
-    row = (await conn.execute(select(tasks).where(tasks.c.id == task_id, live))).mappings().first()
+async def get_task(conn: AsyncConnection, task_id: int, *, project_id: int | None = None) -> Task | None:
+    """A live task; with `project_id`, only if it belongs to that project."""
+    row = (await conn.execute(select(tasks).where(tasks.c.id == task_id, live, in_project(project_id))
+                              )).mappings().first()
     if row is None:
         return None
     deps = await dependencies_of(conn, [task_id])
     return Task.from_row({**row, "dependencies": deps.get(task_id, [])})
 
 
-async def find_ids_by_name(conn: AsyncConnection, names: list[str]) -> dict[str, int]:
+async def find_ids_by_name(conn: AsyncConnection, names: list[str], *, project_id: int | None) -> dict[str, int]:
     if not names:
         return {}
-    rows = await conn.execute(select(tasks.c.name, tasks.c.id).where(tasks.c.name.in_(names), live))
+    rows = await conn.execute(select(tasks.c.name, tasks.c.id).where(tasks.c.name.in_(names), live,
+                                                                     in_project(project_id)))
     return {name: int(task_id) for name, task_id in rows.all()}
 
 
-async def existing_ids(conn: AsyncConnection, ids: list[int]) -> set[int]:
+async def existing_ids(conn: AsyncConnection, ids: list[int], *, project_id: int | None) -> set[int]:
     if not ids:
         return set()
-    rows = await conn.execute(select(tasks.c.id).where(tasks.c.id.in_(ids), live))
+    rows = await conn.execute(select(tasks.c.id).where(tasks.c.id.in_(ids), live, in_project(project_id)))
     return {int(r) for r in rows.scalars()}
 
 
-async def name_taken(conn: AsyncConnection, name: str, except_id: int | None = None) -> bool:
-    query = select(tasks.c.id).where(tasks.c.name == name, live)
+async def name_taken(conn: AsyncConnection, name: str, project_id: int, except_id: int | None = None) -> bool:
+    """Task names are unique within a project."""
+    query = select(tasks.c.id).where(tasks.c.name == name, tasks.c.project_id == project_id, live)
     if except_id is not None:
         query = query.where(tasks.c.id != except_id)
     return (await conn.execute(query.limit(1))).first() is not None
@@ -92,10 +101,10 @@ async def drop_edges_to(conn: AsyncConnection, task_id: int) -> None:
                                                            task_dependencies.c.task_id == task_id)))
 
 
-async def list_tasks(conn: AsyncConnection, *, status: str | None, task_type: str | None,
+async def list_tasks(conn: AsyncConnection, *, project_id: int | None, status: str | None, task_type: str | None,
                      priority: str | None, search: str | None,
                      page: PageRequest) -> tuple[list[Task], int]:
-    query = select(tasks).where(live)
+    query = select(tasks).where(live, in_project(project_id))
     if status:
         query = query.where(tasks.c.status == status)
     if task_type:
@@ -157,14 +166,14 @@ async def earliest_next_run(conn: AsyncConnection) -> datetime | None:
     return value if value is None or isinstance(value, datetime) else None
 
 
-async def counts(conn: AsyncConnection) -> dict[str, int]:
+async def counts(conn: AsyncConnection, *, project_id: int | None) -> dict[str, int]:
     row = (await conn.execute(select(
         func.count().label("total"),
         func.sum(case((tasks.c.status == "active", 1), else_=0)).label("active"),
         func.sum(case((tasks.c.status == "paused", 1), else_=0)).label("paused"),
         func.sum(case((tasks.c.last_run_status == RunStatus.COMPLETED, 1), else_=0)).label("completed"),
         func.sum(case((tasks.c.last_run_status == RunStatus.FAILED, 1), else_=0)).label("failed"),
-    ).where(live))).mappings().one()
+    ).where(live, in_project(project_id)))).mappings().one()
     return {k: int(v or 0) for k, v in row.items()}
 
 

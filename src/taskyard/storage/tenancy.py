@@ -79,6 +79,16 @@ async def project_in_tenant(conn: AsyncConnection, tenant_id: int, project_uuid:
     return _project(row) if row else None
 
 
+async def project_by_uuid(conn: AsyncConnection, project_uuid: str) -> Project | None:
+    row = (await conn.execute(_projects_with_tenant.where(projects.c.uuid == project_uuid))).mappings().first()
+    return _project(row) if row else None
+
+
+async def project_by_id(conn: AsyncConnection, project_id: int) -> Project | None:
+    row = (await conn.execute(_projects_with_tenant.where(projects.c.id == project_id))).mappings().first()
+    return _project(row) if row else None
+
+
 async def project_name_taken(conn: AsyncConnection, tenant_id: int, name: str) -> bool:
     row = (await conn.execute(select(projects.c.id).where(projects.c.tenant_id == tenant_id,
                                                           projects.c.name == name))).first()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, func, insert, select, update
+from sqlalchemy import case, func, insert, select, true, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskyard.domain.models import Worker
@@ -19,8 +19,15 @@ SORTABLE = {"created_at", "registered_at", "last_heartbeat", "hostname", "id", "
 present = workers.c.deleted.is_(False)
 
 
-async def get_worker(conn: AsyncConnection, worker_id: str, *, include_deleted: bool = False) -> Worker | None:
-    query = select(workers).where(workers.c.id == worker_id)
+def in_project(project_id: int | None) -> Any:
+    """The project filter: None means every project (admins without a project, internal callers)."""
+    return workers.c.project_id == project_id if project_id is not None else true()
+
+
+async def get_worker(conn: AsyncConnection, worker_id: str, *, include_deleted: bool = False,
+                     project_id: int | None = None) -> Worker | None:
+    """A worker; with `project_id`, only if it belongs to that project."""
+    query = select(workers).where(workers.c.id == worker_id, in_project(project_id))
     if not include_deleted:
         query = query.where(present)
     row = (await conn.execute(query)).mappings().first()
@@ -30,6 +37,12 @@ async def get_worker(conn: AsyncConnection, worker_id: str, *, include_deleted: 
 async def exists(conn: AsyncConnection, worker_id: str) -> bool:
     row = (await conn.execute(select(workers.c.id).where(workers.c.id == worker_id))).first()
     return row is not None
+
+
+async def project_of(conn: AsyncConnection, worker_id: str) -> int | None:
+    """The project of a worker id, deleted workers included (ids are unique across projects)."""
+    value = (await conn.execute(select(workers.c.project_id).where(workers.c.id == worker_id))).scalar()
+    return int(value) if value is not None else None
 
 
 async def insert_worker(conn: AsyncConnection, values: dict[str, Any]) -> None:
@@ -43,9 +56,9 @@ async def update_worker(conn: AsyncConnection, worker_id: str, values: dict[str,
     return Worker.from_row(row) if row else None
 
 
-async def list_workers(conn: AsyncConnection, *, status: str | None, task_type: str | None,
-                       hostname: str | None, page: PageRequest) -> tuple[list[Worker], int]:
-    query = select(workers).where(present)
+async def list_workers(conn: AsyncConnection, *, project_id: int | None, status: str | None,
+                       task_type: str | None, hostname: str | None, page: PageRequest) -> tuple[list[Worker], int]:
+    query = select(workers).where(present, in_project(project_id))
     if status:
         query = query.where(workers.c.status == status)
     if hostname:
@@ -67,14 +80,14 @@ async def lapsed(conn: AsyncConnection, before: datetime) -> list[Worker]:
     return [Worker.from_row(r) for r in rows]
 
 
-async def counts(conn: AsyncConnection) -> dict[str, Any]:
+async def counts(conn: AsyncConnection, *, project_id: int | None) -> dict[str, Any]:
     row = (await conn.execute(select(
         func.count().label("total"),
         func.sum(case((workers.c.status == WorkerStatus.ACTIVE, 1), else_=0)).label("active"),
         func.sum(case((workers.c.status == WorkerStatus.OFFLINE, 1), else_=0)).label("offline"),
         func.sum(case((workers.c.status == WorkerStatus.DRAINING, 1), else_=0)).label("draining"),
         func.avg(case((workers.c.status != WorkerStatus.OFFLINE, workers.c.load_average))).label("load"),
-    ).where(present))).mappings().one()
+    ).where(present, in_project(project_id)))).mappings().one()
     return {
         "total": int(row["total"] or 0), "active": int(row["active"] or 0),
         "offline": int(row["offline"] or 0), "draining": int(row["draining"] or 0),

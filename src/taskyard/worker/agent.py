@@ -1,6 +1,6 @@
 """The worker agent: registers with the server, long-polls for runs, executes them and reports back.
 
-It speaks HTTP only. Four side tasks share the work and are supervised together, so that if one of
+It speaks HTTP only. Five side tasks share the work and are supervised together, so that if one of
 them dies unexpectedly the whole worker stops with an error instead of limping on half-alive:
 
 * the poll loop keeps exactly one long-poll in flight, also when there is no free slot, because the
@@ -9,7 +9,9 @@ them dies unexpectedly the whole worker stops with an error instead of limping o
 * the report flusher (:mod:`taskyard.worker.reports`) sends the logs and outcomes of all runs through
   one shared buffer, so one request carries many runs;
 * the lease watch kills every run once the server has been silent for longer than the lease, since
-  by then the server has handed those runs to another worker.
+  by then the server has handed those runs to another worker;
+* the sampler measures each run's process tree every ``sample_interval`` seconds (off at 0); the
+  samples travel with the run's next report item.
 
 The runs themselves live in :mod:`taskyard.worker.runs`, the registration in
 :mod:`taskyard.worker.session`, the HTTP plumbing in :mod:`taskyard.worker.protocol`.
@@ -117,6 +119,8 @@ class WorkerAgent:
             "report": asyncio.create_task(self._reports.loop(), name="taskyard-worker-report"),
             "lease": asyncio.create_task(self._lease_loop(), name="taskyard-worker-lease"),
         }
+        if self.settings.sample_interval > 0:
+            side["samples"] = asyncio.create_task(self._runs.sample_loop(), name="taskyard-worker-samples")
         exit_code = 0
         try:
             crashed = await self._watch(side, self._stopping)
@@ -131,9 +135,10 @@ class WorkerAgent:
             # Heartbeats go on during the final flush: they keep the leases of runs whose outcomes
             # are still waiting to be delivered.
             await self._reports.final_flush(side["report"])
-            for name in ("heartbeat", "lease"):
-                side[name].cancel()
-            await asyncio.gather(side["heartbeat"], side["lease"], return_exceptions=True)
+            background = [side[name] for name in ("heartbeat", "lease", "samples") if name in side]
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
             await self._session.unregister()
         finally:
             self._closing = True

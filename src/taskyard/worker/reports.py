@@ -33,6 +33,8 @@ BUFFER_MAX_LINES = 50_000
 REQUEST_MAX_LINES = 5_000
 REQUEST_MAX_CHARS = 2 * 1024 * 1024
 REQUEST_MAX_RUNS = 1_000
+# Process-tree samples per run and request (the server's limit); older ones are dropped beyond it.
+MAX_SAMPLES = 1_000
 _LINE_OVERHEAD = 96  # keys, timestamp, level and stream around each message
 
 _FINAL_FLUSH_SECONDS = 10.0
@@ -65,9 +67,17 @@ class Pending:
     logs: deque[Json] = field(default_factory=deque)
     final: Json | None = None
     final_at: float | None = None
+    samples: deque[Json] = field(default_factory=lambda: deque(maxlen=MAX_SAMPLES))
+
+    @property
+    def idle(self) -> bool:
+        """Nothing left to send."""
+        return not self.logs and not self.samples and self.final is None
 
     def to_json(self) -> Json:
         body: Json = {"run_id": self.run_id, "attempt": self.attempt, "logs": list(self.logs)}
+        if self.samples:
+            body["samples"] = list(self.samples)
         if self.final is not None:
             body.update(self.final)
         else:
@@ -106,6 +116,13 @@ class ReportBuffer:
         self._entry(run_id, attempt).logs.extend(lines)
         self.lines += len(lines)
         self._enforce_limit()
+        self.changed.set()
+
+    def add_samples(self, run_id: int, attempt: int, samples: list[Json]) -> None:
+        """Measurements of the run's process tree; they go with the run's next report item."""
+        if not samples:
+            return
+        self._entry(run_id, attempt).samples.extend(samples)
         self.changed.set()
 
     def add_outcome(self, run_id: int, attempt: int, final: Json) -> None:
@@ -165,12 +182,14 @@ class ReportBuffer:
                 lines_left -= 1
                 chars_left -= size
             self.lines -= len(part.logs)
+            part.samples.extend(entry.samples)
+            entry.samples.clear()
             if not entry.logs and entry.final is not None:
                 part.final, part.final_at = entry.final, entry.final_at
                 entry.final = entry.final_at = None
-            if not entry.logs and entry.final is None:
+            if entry.idle:
                 del self._entries[key]
-            if part.logs or part.final is not None:
+            if not part.idle:
                 batch.append(part)
         return batch
 
@@ -183,6 +202,7 @@ class ReportBuffer:
             newer = self._entries.get(key)
             if newer is not None:
                 part.logs.extend(newer.logs)
+                part.samples.extend(newer.samples)
                 if newer.final is not None:
                     part.final, part.final_at = newer.final, newer.final_at
             merged[key] = part
@@ -216,7 +236,7 @@ class ReportBuffer:
                 excess -= 1
                 self.lines -= 1
                 self._dropped += 1
-            if not entry.logs and entry.final is None:
+            if entry.idle:
                 del self._entries[key]
             if excess <= 0:
                 break

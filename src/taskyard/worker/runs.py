@@ -27,6 +27,7 @@ from taskyard.worker.executors import (
 )
 from taskyard.worker.protocol import Json, describe
 from taskyard.worker.reports import ReportBuffer, line_json, system_line
+from taskyard.worker.system_info import ProcessTreeSampler
 
 logger = logging.getLogger("taskyard.worker")
 
@@ -49,6 +50,9 @@ class Execution:
     silenced: bool = False
     server_abort: bool = False
     task: asyncio.Task[None] | None = None
+    # Set once the executor has started the run's process group (process executors only).
+    sampler: ProcessTreeSampler | None = None
+    sampling: bool = False
 
 
 class Runs:
@@ -119,6 +123,10 @@ class Runs:
         }
         if self.settings.api_key:
             env["TASKYARD_API_KEY"] = self.settings.api_key
+
+        def started(pid: int) -> None:
+            ex.sampler = ProcessTreeSampler(pid)
+
         return ExecutionSpec(
             run_id=ex.run_id,
             task_type=ex.task_type,
@@ -128,6 +136,7 @@ class Runs:
             metadata=metadata,
             timeout_seconds=timeout,
             env=env,
+            on_start=started,
         )
 
     def _sink_for(self, ex: Execution) -> LogSink:
@@ -159,6 +168,8 @@ class Runs:
                         # Executors promise not to raise; if one does, the run fails, not the worker.
                         logger.exception("the %s executor crashed on run %d", ex.task_type, ex.run_id)
                         result = ExecutionResult(Outcome.FAILED, None, f"worker error: {describe(exc)}", None)
+            if self.settings.sample_interval > 0:
+                await self.sample(ex)  # the last measurement goes with the outcome
             self._finish(ex, result)
         finally:
             self.executions.pop((ex.run_id, ex.attempt), None)
@@ -189,6 +200,32 @@ class Runs:
             },
         )
         logger.info("run %d (attempt %d) %s in %.2fs", ex.run_id, ex.attempt, outcome.value, elapsed)
+
+    # -- process-tree samples --------------------------------------------------------------------------
+
+    async def sample(self, ex: Execution) -> None:
+        """Measures the run's process tree and queues the samples for its next report item."""
+        sampler = ex.sampler
+        if sampler is None or ex.sampling or ex.silenced or ex.lost is not None:
+            return
+        ex.sampling = True
+        try:
+            samples = await asyncio.to_thread(sampler.measure)
+        except Exception:  # measuring must never break a run
+            logger.debug("sampling run %d failed", ex.run_id, exc_info=True)
+            return
+        finally:
+            ex.sampling = False
+        if samples and not ex.silenced and ex.lost is None:
+            self._buffer.add_samples(ex.run_id, ex.attempt, samples)
+
+    async def sample_loop(self) -> None:
+        """Every ``sample_interval`` seconds, measures every run in progress."""
+        interval = self.settings.sample_interval
+        while True:
+            await asyncio.sleep(interval)
+            for ex in list(self.executions.values()):
+                await self.sample(ex)
 
     # -- stopping -----------------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ import platform
 import socket
 import sys
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -81,3 +82,81 @@ def sample() -> Sample:
     except (OSError, psutil.Error):
         cpu = None
     return Sample(load, memory, cpu)
+
+
+# --------------------------------------------------------------------------------------------------
+# A run's process tree
+
+SAMPLE_UNITS = {"cpu": "percent", "memory_mb": "MB", "disk_read_bytes": "bytes", "disk_write_bytes": "bytes",
+                "connections": "count"}
+
+
+class ProcessTreeSampler:
+    """Measures one run's process tree: the group leader and its children, recursively.
+
+    The psutil.Process objects are kept from one measurement to the next, because CPU percent is the
+    CPU time used since the previous call on the same object (a process seen for the first time counts
+    0). Blocking (reads /proc): async callers run it in a thread.
+    """
+
+    def __init__(self, leader_pid: int) -> None:
+        self.leader_pid = leader_pid
+        self._known: dict[int, psutil.Process] = {}
+
+    def _tree(self) -> list[psutil.Process]:
+        try:
+            leader = self._known.get(self.leader_pid) or psutil.Process(self.leader_pid)
+            members = [leader, *leader.children(recursive=True)]
+        except (psutil.Error, OSError):
+            return []
+        tree: list[psutil.Process] = []
+        for proc in members:
+            known = self._known.get(proc.pid)
+            # Same pid and same creation time: the same process (pids are reused).
+            tree.append(known if known is not None and known == proc else proc)
+        self._known = {proc.pid: proc for proc in tree}
+        return tree
+
+    def measure(self, timestamp: datetime | None = None) -> list[dict[str, Any]]:
+        """One sample per measure; empty when the tree is gone."""
+        tree = self._tree()
+        if not tree:
+            return []
+        cpu = rss = read = written = connections = 0.0
+        seen = io_seen = connections_seen = 0
+        for proc in tree:
+            try:
+                with proc.oneshot():
+                    if proc.status() == psutil.STATUS_ZOMBIE:
+                        continue
+                    cpu += proc.cpu_percent(None)
+                    rss += proc.memory_info().rss
+                    seen += 1
+                    try:
+                        io = proc.io_counters()
+                    except (psutil.AccessDenied, AttributeError, NotImplementedError, OSError):
+                        pass
+                    else:
+                        read += io.read_bytes
+                        written += io.write_bytes
+                        io_seen += 1
+                    try:
+                        connections += len(proc.net_connections(kind="inet"))
+                        connections_seen += 1
+                    except (psutil.AccessDenied, AttributeError, NotImplementedError, OSError):
+                        pass
+            except (psutil.NoSuchProcess, psutil.ZombieProcess):
+                continue
+            except (psutil.Error, OSError):
+                continue
+        if not seen:
+            return []
+        at = (timestamp or datetime.now(UTC)).isoformat()
+        values: dict[str, float] = {"cpu": round(cpu, 2), "memory_mb": round(rss / 2**20, 3)}
+        if io_seen:
+            values["disk_read_bytes"] = read
+            values["disk_write_bytes"] = written
+        if connections_seen:
+            values["connections"] = connections
+        return [{"name": name, "value": float(value), "unit": SAMPLE_UNITS[name], "timestamp": at}
+                for name, value in values.items()]

@@ -11,7 +11,7 @@ from starlette.responses import Response
 from taskyard.api.envelope import ok
 from taskyard.api.scheduler import shapes
 from taskyard.api.scheduler.common import MAX_ID, NO_NUL, Paging, RunId, Services
-from taskyard.api.security import allow
+from taskyard.api.security import Scoped, allow
 from taskyard.domain.errors import ValidationFailed
 from taskyard.services.access import Permission
 
@@ -22,7 +22,7 @@ write = [Depends(allow(Permission.WRITE))]
 
 
 @router.get("", dependencies=read)
-async def list_runs(request: Request, core: Services, paging: Paging,
+async def list_runs(request: Request, core: Services, paging: Paging, scope: Scoped,
                     task_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
                     status: Annotated[str | None, Query(max_length=32)] = None,
                     worker_id: Annotated[str | None, Query(max_length=255, pattern=NO_NUL)] = None,
@@ -38,7 +38,7 @@ async def list_runs(request: Request, core: Services, paging: Paging,
         raise ValidationFailed("end_date is before start_date", field="end_date", rule="after_start",
                                value=end_date)
     runs, total = await core.runs.list(task_id=task_id, status=statuses, worker_id=worker_id,
-                                       start_date=start, end_date=end, page=paging)
+                                       start_date=start, end_date=end, page=paging, scope=scope)
     return ok(request, shapes.page([shapes.run_summary(r) for r in runs], total, paging.page, paging.size))
 
 
@@ -53,29 +53,29 @@ def _day(value: str | None, field: str) -> date | None:
 
 
 @router.get("/{run_id}", dependencies=read)
-async def get_run(request: Request, run_id: RunId, core: Services) -> Response:
-    return ok(request, shapes.run_detail(await core.runs.get(run_id)))
+async def get_run(request: Request, run_id: RunId, core: Services, scope: Scoped) -> Response:
+    return ok(request, shapes.run_detail(await core.runs.get(run_id, scope=scope)))
 
 
 @router.get("/{run_id}/logs", dependencies=read)
-async def get_run_logs(request: Request, run_id: RunId, core: Services,
+async def get_run_logs(request: Request, run_id: RunId, core: Services, scope: Scoped,
                        after: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
                        limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> Response:
-    run, lines = await core.runs.logs(run_id, after_id=after, limit=limit)
+    run, lines = await core.runs.logs(run_id, after_id=after, limit=limit, scope=scope)
     return ok(request, {"run_id": run.id, "status": shapes.STATUS_WORD[run.status], "state": run.status.value,
                         "items": [shapes.log_line(line) for line in lines],
                         "next_after": lines[-1]["id"] if lines else after})
 
 
 @router.post("/{run_id}/restart", dependencies=write)
-async def restart_run(request: Request, run_id: RunId, core: Services) -> Response:
-    run = await core.runs.restart(run_id)
+async def restart_run(request: Request, run_id: RunId, core: Services, scope: Scoped) -> Response:
+    run = await core.runs.restart(run_id, scope=scope)
     return ok(request, {"original_run_id": run_id, "new_run_id": run.id, "uuid": run.uuid,
                         "status": shapes.STATUS_WORD[run.status], "started_at": run.created_at})
 
 
 @router.post("/{run_id}/abort", dependencies=write)
-async def abort_run(request: Request, run_id: RunId, core: Services) -> Response:
-    run = await core.runs.abort(run_id)
+async def abort_run(request: Request, run_id: RunId, core: Services, scope: Scoped) -> Response:
+    run = await core.runs.abort(run_id, scope=scope)
     return ok(request, {"id": run.id, "status": shapes.STATUS_WORD[run.status], "completed_at": run.completed_at,
                         "message": "run aborted"})

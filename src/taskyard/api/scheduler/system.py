@@ -13,7 +13,7 @@ from taskyard.api.envelope import ok
 from taskyard.api.observability import LEVELS, Metrics, RequestMeter, SystemLogBuffer
 from taskyard.api.scheduler import shapes
 from taskyard.api.scheduler.common import Services
-from taskyard.api.security import allow
+from taskyard.api.security import Scoped, allow
 from taskyard.domain.errors import ValidationFailed
 from taskyard.services.access import Permission
 
@@ -22,8 +22,8 @@ read = [Depends(allow(Permission.READ))]
 
 
 @router.get("/health", dependencies=[Depends(allow(Permission.READ, open_when_database_down=True))])
-async def health(request: Request, core: Services) -> Response:
-    components = await core.system.health()
+async def health(request: Request, core: Services, scope: Scoped) -> Response:
+    components = await core.system.health(scope=scope)
     meter: RequestMeter = request.app.state.request_meter
     components["api"] = {"status": "healthy", **meter.summary()}
     statuses = {c.get("status") for c in components.values()}
@@ -38,14 +38,14 @@ async def health(request: Request, core: Services) -> Response:
 
 
 @router.get("/stats", dependencies=read)
-async def stats(request: Request, core: Services) -> Response:
-    return ok(request, await core.system.stats())
+async def stats(request: Request, core: Services, scope: Scoped) -> Response:
+    return ok(request, await core.system.stats(scope=scope))
 
 
 @router.get("/metrics", dependencies=read)
-async def metrics(request: Request, core: Services) -> Response:
+async def metrics(request: Request, core: Services, scope: Scoped) -> Response:
     registry: Metrics = request.app.state.metrics
-    body = registry.render(await core.system.gauges(), leader=core.scheduling.is_leader,
+    body = registry.render(await core.system.gauges(scope=scope), leader=core.scheduling.is_leader,
                            fired=core.scheduling.fired_total)
     return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 

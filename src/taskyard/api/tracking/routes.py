@@ -11,40 +11,44 @@ from starlette.responses import Response
 
 from taskyard.api.envelope import JSONResponse
 from taskyard.api.scheduler.common import NO_NUL, Services
-from taskyard.api.security import allow
+from taskyard.api.security import Scoped, allow
 from taskyard.api.tracking.schemas import BatchBody, EventBody
 from taskyard.services.access import Permission
 from taskyard.services.tracking import MAX_LIST, StoredEvent, TrackingRun
 
 PREFIX = "/api/tracking"
 router = APIRouter(prefix="/tracking", tags=["tracking"])
+# Every call acts in the caller's project (`scope.home`): a runId names a run only inside one project, so an
+# admin credential without a project reads and writes the default project here.
 read = [Depends(allow(Permission.READ))]
 track = [Depends(allow(Permission.TRACK))]
 
 
 @router.post("/event", dependencies=track)
-async def record_event(body: EventBody, core: Services) -> Response:
-    await core.tracking.record([body.event()])
+async def record_event(body: EventBody, core: Services, scope: Scoped) -> Response:
+    await core.tracking.record([body.event()], project_id=scope.home)
     return Response(status_code=200)  # spec 1: 200 with no body
 
 
 @router.post("/batch", dependencies=track)
-async def record_batch(body: BatchBody, core: Services) -> Response:
-    accepted = await core.tracking.record([e.event() for e in body.events])
+async def record_batch(body: BatchBody, core: Services, scope: Scoped) -> Response:
+    accepted = await core.tracking.record([e.event() for e in body.events], project_id=scope.home)
     return JSONResponse({"accepted": accepted})
 
 
 @router.get("/runs", dependencies=read)
-async def list_runs(core: Services, limit: Annotated[int, Query(ge=1, le=MAX_LIST)] = 1000,
+async def list_runs(core: Services, scope: Scoped, limit: Annotated[int, Query(ge=1, le=MAX_LIST)] = 1000,
                     offset: Annotated[int, Query(ge=0, le=2**62)] = 0) -> Response:
-    return JSONResponse([_run(r) for r in await core.tracking.list_runs(limit=limit, offset=offset)])
+    runs = await core.tracking.list_runs(limit=limit, offset=offset, project_id=scope.home)
+    return JSONResponse([_run(r) for r in runs])
 
 
 @router.get("/runs/{run_id}/events", dependencies=read)
-async def list_events(core: Services,
+async def list_events(core: Services, scope: Scoped,
                       run_id: Annotated[str, Path(min_length=1, max_length=255, pattern=NO_NUL)],
                       limit: Annotated[int, Query(ge=1, le=MAX_LIST)] = MAX_LIST) -> Response:
-    return JSONResponse([_event(e) for e in await core.tracking.events_of(run_id, limit=limit)])
+    events = await core.tracking.events_of(run_id, limit=limit, project_id=scope.home)
+    return JSONResponse([_event(e) for e in events])
 
 
 def _run(run: TrackingRun) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
@@ -30,6 +30,9 @@ class ExecutionSpec:
     timeout_seconds: float | None
     env: dict[str, str]
     workdir: str | None = None
+    # Called with the pid of the run's process group leader once it has started (process executors
+    # only); the worker measures the process tree from there. It must not block and must not raise.
+    on_start: Callable[[int], None] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

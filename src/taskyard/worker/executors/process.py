@@ -210,6 +210,11 @@ class _ProcessExecutor:
 
         # start_new_session makes the child a session and group leader, so its pid is the pgid.
         pgid = proc.pid
+        if spec.on_start is not None:
+            try:
+                spec.on_start(pgid)
+            except Exception:  # a hook must not break the run
+                logger.exception("the on_start hook of run %d failed", spec.run_id)
         assert proc.stdout is not None and proc.stderr is not None
         stdout_state, stderr_state = StreamState(), StreamState()
         readers = [
