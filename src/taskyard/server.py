@@ -13,7 +13,8 @@ from taskyard.settings import ServerSettings
 
 def create_server_app(settings: ServerSettings | None = None, *, clock: Clock = system_clock) -> FastAPI:
     settings = settings or ServerSettings.load()
-    timings = LoopTimings(settings.scheduler_interval, settings.reaper_interval)
+    timings = LoopTimings(settings.scheduler_interval, settings.reaper_interval,
+                          retention_interval=settings.retention_interval)
 
     def loops(core: Core) -> LeaderLoops:
         return LeaderLoops(core, timings)

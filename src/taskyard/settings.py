@@ -52,6 +52,8 @@ class ServerSettings(_Settings):
     reaper_interval: PositiveFloat = 2.0
     scheduler_interval: PositiveFloat = 1.0
     poll_wait_max: PositiveFloat = 30.0
+    retention_days: float = Field(30.0, ge=0)  # 0 keeps tracking events, log lines and samples forever
+    retention_interval: PositiveFloat = 3600.0
 
     auth: bool | None = None  # None: required on non-loopback binds, else on once keys exist
     jwt_secret: str | None = None

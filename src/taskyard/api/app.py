@@ -40,7 +40,8 @@ class Background(Protocol):
 def build_core(settings: ServerSettings, clock: Clock = system_clock) -> Core:
     db = Database(settings.resolved_database_url)
     core = Core(db, CoreConfig(lease_seconds=settings.lease_seconds, poll_wait_max=settings.poll_wait_max,
-                               page_size_max=settings.page_size_max), clock=clock)
+                               page_size_max=settings.page_size_max, retention_days=settings.retention_days),
+                clock=clock)
     core.access.configure(forced=settings.auth, jwt_config=JwtConfig(
         secret=settings.jwt_secret, public_key=settings.jwt_public_key, audience=settings.jwt_audience,
         issuer=settings.jwt_issuer))

@@ -19,6 +19,7 @@ class LoopTimings:
     scheduler_interval: float = 1.0
     reaper_interval: float = 2.0
     standby_retry: float = 2.0
+    retention_interval: float = 3600.0
 
 
 class LeaderLoops:
@@ -30,7 +31,8 @@ class LeaderLoops:
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._cron(), name="taskyard-cron"),
-                       asyncio.create_task(self._reaper(), name="taskyard-reaper")]
+                       asyncio.create_task(self._reaper(), name="taskyard-reaper"),
+                       asyncio.create_task(self._retention(), name="taskyard-retention")]
 
     async def stop(self) -> None:
         self._stop.set()
@@ -77,3 +79,15 @@ class LeaderLoops:
             except Exception:
                 log.exception("lease reaper failed")
             await asyncio.sleep(self.timings.reaper_interval)
+
+    async def _retention(self) -> None:
+        await asyncio.sleep(min(60.0, self.timings.retention_interval))  # let start-up traffic settle first
+        while not self._stop.is_set():
+            try:
+                if self.core.scheduling.is_leader:
+                    removed = await self.core.retention.purge()
+                    if any(removed.values()):
+                        log.info("retention removed %s", removed, extra={"ctx": removed})
+            except Exception:
+                log.exception("retention pass failed")
+            await asyncio.sleep(self.timings.retention_interval)

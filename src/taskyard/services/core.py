@@ -21,6 +21,7 @@ class CoreConfig:
     retry_base_delay: float = 1.0
     retry_max_delay: float = 300.0
     page_size_max: int = 500
+    retention_days: float = 30.0  # tracking events, log lines and samples older than this are purged; 0 keeps all
     task_types: frozenset[str] = field(default_factory=lambda: BUILTIN_TASK_TYPES)
 
 
@@ -40,6 +41,9 @@ class Core:
         self.config = config or CoreConfig()
         self.clock = clock
         self.run_observers: list[Callable[[Run], None]] = []
+        from taskyard.services.retention import RetentionService
+
+        self.retention = RetentionService(self)
         self.tasks = TaskService(self)
         self.runs = RunService(self)
         self.workers = WorkerService(self)
