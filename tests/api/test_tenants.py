@@ -1,5 +1,6 @@
 """/api/tenants and /api/tenants/{id}/projects on both databases: the default namespace, create and list,
-conflicts, 404 for GUIDs that are unknown, malformed or under the wrong tenant, and who may create."""
+conflicts, 404 for GUIDs that are unknown, malformed or under the wrong tenant, who may create, and what a
+credential scoped to a project may see (its own tenant and project only)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from helpers import data, error
 from conftest import app_with, server_settings
 from taskyard.domain.errors import Conflict, NotFound, ValidationFailed
 from taskyard.services.core import Core
+from taskyard.services.scope import Scope
 
 
 def _is_guid(value: str) -> bool:
@@ -21,6 +23,10 @@ def _is_guid(value: str) -> bool:
 
 def _instant(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _bearer(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
 
 
 async def _default_tenant(client: httpx.AsyncClient) -> dict[str, object]:
@@ -183,8 +189,16 @@ async def test_only_admins_create(database_url: str) -> None:
         created = data(await client.post("/api/tenants", json={"name": "acme"}, headers=auth(admin)), 201)
         data(await client.post(f"/api/tenants/{created['id']}/projects", json={"name": "web"},
                                headers=auth(admin)), 201)
-        names = {t["name"] for t in data(await client.get("/api/tenants", headers=auth(viewer)))["items"]}
+        # The viewer key acts in the default project: it sees the default tenant only.
+        listed = data(await client.get("/api/tenants", headers=auth(viewer)))
+        assert [t["name"] for t in listed["items"]] == ["default"] and listed["total"] == 1
+        error(await client.get(f"/api/tenants/{created['id']}/projects", headers=auth(viewer)), 404,
+              "RESOURCE_NOT_FOUND")
+        # An admin key without a project sees every tenant and every project.
+        names = {t["name"] for t in data(await client.get("/api/tenants", headers=auth(admin)))["items"]}
         assert names == {"default", "acme"}
+        web = data(await client.get(f"/api/tenants/{created['id']}/projects", headers=auth(admin)))["items"]
+        assert [p["name"] for p in web] == ["web"]
 
 
 async def test_create_is_idempotent_with_a_key(app_client: httpx.AsyncClient) -> None:
@@ -192,3 +206,61 @@ async def test_create_is_idempotent_with_a_key(app_client: httpx.AsyncClient) ->
     first = data(await app_client.post("/api/tenants", json={"name": "acme"}, headers=headers), 201)
     again = await app_client.post("/api/tenants", json={"name": "acme"}, headers=headers)
     assert data(again, 201) == first and again.headers["idempotent-replayed"] == "true"
+
+
+async def test_a_project_scoped_key_sees_only_its_tenant_and_project(database_url: str) -> None:
+    ctx = app_with(server_settings(database_url))
+    async with ctx as client:
+        core: Core = ctx.app.state.core
+        tenant_a = await core.tenancy.create_tenant("tenant-a-secret")
+        project_a = await core.tenancy.create_project(tenant_a.uuid, "project-a-secret")
+        tenant_b = await core.tenancy.create_tenant("tenant-b")
+        project_b = await core.tenancy.create_project(tenant_b.uuid, "project-b")
+        await core.tenancy.create_project(tenant_b.uuid, "project-b-sibling")
+        b_viewer = _bearer((await core.access.create_key("b-viewer", "viewer", project_b.uuid)).secret)
+        b_admin = _bearer((await core.access.create_key("b-admin", "admin", project_b.uuid)).secret)
+        admin = _bearer((await core.access.create_key("admin", "admin")).secret)
+
+        for headers in (b_viewer, b_admin):  # a project makes even an admin key see only its own
+            listed = data(await client.get("/api/tenants", headers=headers))
+            assert [t["id"] for t in listed["items"]] == [tenant_b.uuid] and listed["total"] == 1
+            assert "secret" not in str(listed) and "default" not in str(listed)
+            by_name = data(await client.get("/api/tenants", headers=headers, params={"sort": "name"}))
+            assert [t["id"] for t in by_name["items"]] == [tenant_b.uuid]
+
+            own = data(await client.get(f"/api/tenants/{tenant_b.uuid.upper()}/projects", headers=headers))
+            assert [p["id"] for p in own["items"]] == [project_b.uuid] and own["total"] == 1
+
+            # Tenant A (and the default tenant) answer exactly like a tenant that never existed.
+            unknown = error(await client.get(f"/api/tenants/{uuid.uuid4()}/projects", headers=headers), 404,
+                            "RESOURCE_NOT_FOUND")
+            default = next(t for t in data(await client.get("/api/tenants", headers=admin))["items"]
+                           if t["name"] == "default")
+            for other in (tenant_a.uuid, default["id"]):
+                crossed = error(await client.get(f"/api/tenants/{other}/projects", headers=headers), 404,
+                                "RESOURCE_NOT_FOUND")
+                assert crossed == unknown and crossed["message"] == "tenant not found"
+
+        everything = data(await client.get("/api/tenants", headers=admin))
+        assert {t["name"] for t in everything["items"]} == {"default", "tenant-a-secret", "tenant-b"}
+        assert [p["id"] for p in data(await client.get(f"/api/tenants/{tenant_a.uuid}/projects",
+                                                       headers=admin))["items"]] == [project_a.uuid]
+        assert data(await client.get(f"/api/tenants/{tenant_b.uuid}/projects", headers=admin))["total"] == 2
+
+
+async def test_service_scope_filters_tenants_and_projects(core: Core) -> None:
+    acme = await core.tenancy.create_tenant("acme")
+    web = await core.tenancy.create_project(acme.uuid, "web")
+    await core.tenancy.create_project(acme.uuid, "batch")
+    scope = Scope(web.id)
+
+    tenants, total = await core.tenancy.list_tenants(scope=scope)
+    assert ([t.uuid for t in tenants], total) == ([acme.uuid], 1)
+    projects, total = await core.tenancy.list_projects(acme.uuid, scope=scope)
+    assert (projects, total) == ([web], 1)
+    default = next(t for t in (await core.tenancy.list_tenants())[0] if t.name == "default")
+    with pytest.raises(NotFound, match="tenant not found"):
+        await core.tenancy.list_projects(default.uuid, scope=scope)
+    # Without a scope (internal callers, admins without a project): everything.
+    assert (await core.tenancy.list_tenants())[1] == 2
+    assert (await core.tenancy.list_projects(acme.uuid))[1] == 2

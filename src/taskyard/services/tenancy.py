@@ -6,6 +6,7 @@ import uuid
 from typing import TYPE_CHECKING
 
 from taskyard.domain.errors import Conflict, NotFound, ValidationFailed
+from taskyard.services.scope import UNSCOPED, Scope
 from taskyard.storage import tenancy as rows
 from taskyard.storage.paging import PageRequest
 from taskyard.storage.tenancy import Project, Tenant
@@ -63,11 +64,16 @@ class TenancyService:
             raise Conflict(f"a tenant named '{name}' already exists", field="name", value=name)
         return tenant
 
-    async def list_tenants(self, page: PageRequest | None = None) -> tuple[list[Tenant], int]:
+    async def list_tenants(self, page: PageRequest | None = None, *, scope: Scope = UNSCOPED,
+                           ) -> tuple[list[Tenant], int]:
+        """Every tenant; a scope with a project sees only that project's tenant."""
         page = page or PageRequest(sort="created_at", order="asc", size=self.core.config.page_size_max)
         _check_sort(page, "tenants")
         async with self.core.db.read() as conn:
-            return await rows.list_tenants(conn, page)
+            if scope.everything:
+                return await rows.list_tenants(conn, page)
+            home = await self._home(conn, scope)
+            return await rows.list_tenants(conn, page, only_id=home.tenant_id if home else -1)
 
     async def get_tenant(self, tenant_uuid: str) -> Tenant:
         async with self.core.db.read() as conn:
@@ -86,12 +92,20 @@ class TenancyService:
             raise Conflict(f"tenant '{tenant.name}' already has a project named '{name}'", field="name", value=name)
         return project
 
-    async def list_projects(self, tenant_uuid: str, page: PageRequest | None = None) -> tuple[list[Project], int]:
+    async def list_projects(self, tenant_uuid: str, page: PageRequest | None = None, *,
+                            scope: Scope = UNSCOPED) -> tuple[list[Project], int]:
+        """The tenant's projects; a scope with a project sees only that project, and any other tenant
+        answers the same NotFound as one that does not exist."""
         page = page or PageRequest(sort="created_at", order="asc", size=self.core.config.page_size_max)
         _check_sort(page, "projects")
         async with self.core.db.read() as conn:
             tenant = await self._tenant(conn, tenant_uuid)
-            return await rows.list_projects(conn, tenant.id, page)
+            if scope.everything:
+                return await rows.list_projects(conn, tenant.id, page)
+            home = await self._home(conn, scope)
+            if home is None or home.tenant_id != tenant.id:
+                raise NotFound("tenant not found")
+            return await rows.list_projects(conn, tenant.id, page, only_id=home.id)
 
     async def get_project(self, tenant_uuid: str, project_uuid: str) -> Project:
         """NotFound unless the project exists and belongs to that tenant."""
@@ -111,6 +125,11 @@ class TenancyService:
         if project is None or (tenant_uuid is not None and project.tenant_uuid != _canonical_uuid(tenant_uuid)):
             raise NotFound("project not found")
         return project
+
+    @staticmethod
+    async def _home(conn: AsyncConnection, scope: Scope) -> Project | None:
+        """The project a scoped caller acts in (None if it has gone: then the caller sees no tenant)."""
+        return await rows.project_by_id(conn, scope.project_id) if scope.project_id is not None else None
 
     @staticmethod
     async def _tenant(conn: AsyncConnection, tenant_uuid: str) -> Tenant:

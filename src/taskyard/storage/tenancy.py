@@ -68,8 +68,11 @@ async def insert_tenant(conn: AsyncConnection, values: dict[str, Any]) -> Tenant
     return _tenant(row)
 
 
-async def list_tenants(conn: AsyncConnection, page: PageRequest) -> tuple[list[Tenant], int]:
-    result = await fetch_page(conn, select(tenants), tenants.c[page.sort], tenants.c.id, page)
+async def list_tenants(conn: AsyncConnection, page: PageRequest, *, only_id: int | None = None,
+                       ) -> tuple[list[Tenant], int]:
+    """Every tenant, or only the one with row id `only_id`."""
+    query = select(tenants) if only_id is None else select(tenants).where(tenants.c.id == only_id)
+    result = await fetch_page(conn, query, tenants.c[page.sort], tenants.c.id, page)
     return [_tenant(r) for r in result.rows], result.total
 
 
@@ -106,7 +109,11 @@ async def insert_project(conn: AsyncConnection, values: dict[str, Any]) -> Proje
     return _project(row)
 
 
-async def list_projects(conn: AsyncConnection, tenant_id: int, page: PageRequest) -> tuple[list[Project], int]:
+async def list_projects(conn: AsyncConnection, tenant_id: int, page: PageRequest, *, only_id: int | None = None,
+                        ) -> tuple[list[Project], int]:
+    """The tenant's projects, or only the one with row id `only_id` (if it is the tenant's)."""
     query = _projects_with_tenant.where(projects.c.tenant_id == tenant_id)
+    if only_id is not None:
+        query = query.where(projects.c.id == only_id)
     result = await fetch_page(conn, query, projects.c[page.sort], projects.c.id, page)
     return [_project(r) for r in result.rows], result.total

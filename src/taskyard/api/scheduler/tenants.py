@@ -1,4 +1,6 @@
-"""/api/tenants: tenants and their projects. The public id of both is a GUID; a malformed one is a 404."""
+"""/api/tenants: tenants and their projects. The public id of both is a GUID; a malformed one is a 404.
+
+Reads show a credential scoped to a project only its own tenant and project; another tenant is a 404."""
 
 from __future__ import annotations
 
@@ -12,8 +14,9 @@ from taskyard.api.envelope import ok
 from taskyard.api.scheduler import shapes
 from taskyard.api.scheduler.common import Paging, Services, idempotent
 from taskyard.api.scheduler.schemas import _Body
-from taskyard.api.security import allow
-from taskyard.services.access import Permission
+from taskyard.api.security import Scoped, allow
+from taskyard.services.access import Permission, Principal
+from taskyard.services.scope import UNSCOPED, Scope
 from taskyard.services.tenancy import Project, Tenant
 
 router = APIRouter(prefix="/tenants", tags=["tenants"])
@@ -22,6 +25,17 @@ admin = [Depends(allow(Permission.ADMIN))]
 
 # No pattern or length here: anything that is not a known tenant's GUID gets the same 404.
 TenantId = Annotated[str, Path(description="tenant id (a GUID)")]
+
+
+def visible_scope(request: Request, scope: Scoped) -> Scope:
+    """What the caller may list: the credential's scope (an admin without a project sees every tenant).
+    With auth off the anonymous principal acts in the default project elsewhere, but a single-user server
+    has nobody to hide tenants from, so it sees them all."""
+    principal: Principal = request.state.principal
+    return UNSCOPED if principal.kind == "anonymous" else scope
+
+
+Visible = Annotated[Scope, Depends(visible_scope)]
 
 
 class NameBody(_Body):
@@ -38,8 +52,8 @@ def project_out(project: Project) -> dict[str, Any]:
 
 
 @router.get("", dependencies=read)
-async def list_tenants(request: Request, core: Services, paging: Paging) -> Response:
-    tenants, total = await core.tenancy.list_tenants(paging)
+async def list_tenants(request: Request, core: Services, paging: Paging, scope: Visible) -> Response:
+    tenants, total = await core.tenancy.list_tenants(paging, scope=scope)
     return ok(request, shapes.page([tenant_out(t) for t in tenants], total, paging.page, paging.size))
 
 
@@ -52,8 +66,9 @@ async def create_tenant(request: Request, body: NameBody, core: Services) -> Res
 
 
 @router.get("/{tenant_id}/projects", dependencies=read)
-async def list_projects(request: Request, tenant_id: TenantId, core: Services, paging: Paging) -> Response:
-    projects, total = await core.tenancy.list_projects(tenant_id, paging)
+async def list_projects(request: Request, tenant_id: TenantId, core: Services, paging: Paging,
+                        scope: Visible) -> Response:
+    projects, total = await core.tenancy.list_projects(tenant_id, paging, scope=scope)
     return ok(request, shapes.page([project_out(p) for p in projects], total, paging.page, paging.size))
 
 
