@@ -459,7 +459,17 @@ def test_cron_task_fires_every_second(procs: Processes) -> None:
 # 6. The Python example of spec 2, as written, against `taskyard up` on localhost:8080
 
 
+def _missing(reason: str) -> None:
+    """In CI the spec sits beside the repository and the port is free, so a miss is a failure; on a
+    developer's machine (a clone alone, `taskyard up` already on 8080) it is a skip."""
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
 def _spec_python_example() -> str:
+    if not SPEC.exists():
+        _missing(f"the spec is not at {SPEC} (set TASKYARD_SPEC_DIR)")
     text = SPEC.read_text(encoding="utf-8")
     match = re.search(r"### Python 示例\s*```python\n(.*?)```", text, re.S)
     assert match, f"no ```python block after '### Python 示例' in {SPEC}"
@@ -470,8 +480,8 @@ def test_spec_python_example_runs_unchanged(procs: Processes, tmp_path: Path) ->
     code = _spec_python_example()
     assert "localhost:8080" in code
     if not port_is_free(8080):
-        pytest.fail("port 8080 is taken on 127.0.0.1; the spec's example hardcodes http://localhost:8080, "
-                    "so this test needs it free")
+        _missing("port 8080 is taken on 127.0.0.1; the spec's example hardcodes http://localhost:8080, "
+                 "so this test needs it free")
     procs.up(tmp_path / "example-home", 8080)
     example = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                              env=clean_env(), cwd=tmp_path)
