@@ -38,6 +38,9 @@ class RunLifecycle:
         self.retry_base_delay = retry_base_delay
         self.retry_max_delay = retry_max_delay
         self.finished: list[FinishedRun] = []
+        # Runs a caller has shown to have no run_waits rows, so finishing them needs no wait bookkeeping.
+        self.known_unwaited: set[int] = set()
+        self._last_outcome: dict[int, tuple[RunStatus, datetime]] = {}
 
     async def create(self, conn: AsyncConnection, task: Task, *, now: datetime, trigger: TriggerKind,
                      parameters: dict[str, Any] | None = None, priority: Priority | None = None,
@@ -120,7 +123,13 @@ class RunLifecycle:
 
     async def _after_final(self, conn: AsyncConnection, run: Run, *, now: datetime) -> None:
         self.finished.append(FinishedRun(run))
-        await task_rows.record_outcome(conn, run.task_id, run.status, now)
+        # A batch of runs of one task that end alike writes the task's row once (the last write wins,
+        # so only a repeat of the very same outcome is skipped).
+        if self._last_outcome.get(run.task_id) != (run.status, now):
+            self._last_outcome[run.task_id] = (run.status, now)
+            await task_rows.record_outcome(conn, run.task_id, run.status, now)
+        if run.id in self.known_unwaited:
+            return  # the caller checked for the whole batch: nothing waits on it, it waits on nothing
         await run_rows.clear_waits(conn, run.id)
         if run.status is RunStatus.COMPLETED:
             released = await run_rows.release_wait(conn, run.id)

@@ -197,20 +197,24 @@ class WorkerService:
             # Runs of another project read as missing ("does not exist"), never as someone else's attempt.
             runs = {r.id: r for r in await run_rows.get_runs(conn, [rep.run_id for rep in reports],
                                                              project_id=worker.project_id)}
+            # One look at run_waits for the whole batch spares each run its own wait bookkeeping.
+            lifecycle.known_unwaited = set(runs) - await run_rows.runs_in_waits(conn, list(runs))
+            log_rows: list[dict[str, Any]] = []
             # Finishing a run updates its task's row: in task order, so that two workers' reports
             # touching the same tasks lock them in the same order and cannot deadlock.
             for rep in sorted(reports, key=lambda r: (runs[r.run_id].task_id if r.run_id in runs else 0, r.run_id)):
                 run = runs.get(rep.run_id)
                 try:
-                    await self._apply(conn, lifecycle, worker_id, run, rep, now)
+                    await self._apply(conn, lifecycle, worker_id, run, rep, now, log_rows)
                     accepted.append(rep.run_id)
                 except (StaleAttempt, NotFound, ValidationFailed) as exc:
                     rejected.append({"run_id": rep.run_id, "code": exc.code, "message": exc.message})
+            await run_rows.append_log_rows(conn, log_rows)
         self.core.publish(lifecycle)
         return ReportResult(accepted, rejected)
 
     async def _apply(self, conn: AsyncConnection, lifecycle: RunLifecycle, worker_id: str, run: Run | None,
-                     rep: RunReport, now: Any) -> None:
+                     rep: RunReport, now: Any, log_rows: list[dict[str, Any]]) -> None:
         if run is None:
             raise NotFound(f"run {rep.run_id} does not exist")
         if rep.outcome is not None and rep.outcome not in OUTCOMES:
@@ -221,7 +225,7 @@ class WorkerService:
         if not same_attempt or run.status not in (RunStatus.RUNNING, RunStatus.ABORTED):
             raise StaleAttempt(f"attempt {rep.attempt} of run {rep.run_id} no longer holds it "
                                f"(now {run.status.value}, attempt {run.attempt})")
-        await run_rows.append_logs(conn, run.id, rep.attempt, [_log_row(line, now) for line in rep.logs])
+        log_rows.extend({"run_id": run.id, "attempt": rep.attempt, **_log_row(line, now)} for line in rep.logs)
         await tracking_rows.insert_samples(conn, [_sample_row(run.id, sample, now) for sample in rep.samples])
         if run.status is not RunStatus.RUNNING:
             return

@@ -57,10 +57,13 @@ async def get_runs(conn: AsyncConnection, run_ids: list[int], *, project_id: int
 
 
 async def latest_active_run(conn: AsyncConnection, task_id: int) -> Run | None:
-    row = (await conn.execute(
-        select(runs).where(runs.c.task_id == task_id, runs.c.status.in_(list(ACTIVE_RUN_STATUSES)))
-        .order_by(runs.c.id.desc()).limit(1)
-    )).mappings().first()
+    """The newest in-flight run of a task, locked on PostgreSQL: a run about to wait on it must not
+    interleave with its finishing, or the finisher could miss the new wait and strand the waiter."""
+    query = (select(runs).where(runs.c.task_id == task_id, runs.c.status.in_(list(ACTIVE_RUN_STATUSES)))
+             .order_by(runs.c.id.desc()).limit(1))
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = (await conn.execute(query)).mappings().first()
     return Run.from_row(row) if row else None
 
 
@@ -242,6 +245,22 @@ async def history(conn: AsyncConnection, run_id: int) -> list[dict[str, Any]]:
         select(run_history).where(run_history.c.run_id == run_id).order_by(run_history.c.id)
     )).mappings().all()
     return [dict(r) for r in rows]
+
+
+async def append_log_rows(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    """Log lines of several runs in one statement; every row has the same keys."""
+    if rows:
+        await conn.execute(insert(run_logs), rows)
+
+
+async def runs_in_waits(conn: AsyncConnection, run_ids: list[int]) -> set[int]:
+    """Of these runs, those that wait on another run or that another run waits on."""
+    if not run_ids:
+        return set()
+    rows = await conn.execute(select(run_waits.c.run_id, run_waits.c.dependency_run_id).where(
+        or_(run_waits.c.run_id.in_(run_ids), run_waits.c.dependency_run_id.in_(run_ids))))
+    wanted = set(run_ids)
+    return {int(x) for pair in rows.all() for x in pair if int(x) in wanted}
 
 
 async def append_logs(conn: AsyncConnection, run_id: int, attempt: int, lines: list[dict[str, Any]]) -> None:
