@@ -54,3 +54,14 @@ async def test_zero_days_keeps_everything(core: Core) -> None:
     before = await _count(core, run_events)
     assert await core.retention.purge() == {}
     assert await _count(core, run_events) == before
+
+
+async def test_idempotency_keys_older_than_a_day_are_purged(core: Core, clock: object) -> None:
+    assert await core.access.begin_idempotent("s", "k", "fp") is None
+    await core.access.finish_idempotent("s", "k", 201, "{}")
+    assert await core.access.begin_idempotent("s", "k", "fp") == (201, "{}")
+    await core.retention.purge()
+    assert await core.access.begin_idempotent("s", "k", "fp") == (201, "{}")  # within a day: kept
+    clock.advance(25 * 3600)  # type: ignore[attr-defined]
+    await core.retention.purge()
+    assert await core.access.begin_idempotent("s", "k", "fp") is None  # a fresh reservation again

@@ -7,7 +7,6 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass
-from datetime import timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -215,7 +214,6 @@ class AccessService:
             raise ValidationFailed("Idempotency-Key is longer than 255 characters", field="Idempotency-Key",
                                    rule="max_length", value=key[:32] + "...")
         async with self.core.db.write() as conn:
-            await access_rows.purge_idempotency(conn, self.core.clock() - timedelta(hours=24))
             earlier = await access_rows.reserve_idempotency(conn, scope, key, fingerprint, self.core.clock())
         if earlier is None:
             return None

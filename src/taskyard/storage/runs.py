@@ -154,12 +154,6 @@ async def claim(conn: AsyncConnection, *, project_id: int, worker_id: str, hostn
     return claimed
 
 
-async def running_count(conn: AsyncConnection, worker_id: str) -> int:
-    return int((await conn.execute(
-        select(func.count()).where(runs.c.worker_id == worker_id, runs.c.status == RunStatus.RUNNING)
-    )).scalar_one())
-
-
 async def runs_of_worker(conn: AsyncConnection, worker_id: str) -> list[Run]:
     rows = (await conn.execute(
         select(runs).where(runs.c.worker_id == worker_id, runs.c.status == RunStatus.RUNNING)
@@ -261,11 +255,6 @@ async def runs_in_waits(conn: AsyncConnection, run_ids: list[int]) -> set[int]:
         or_(run_waits.c.run_id.in_(run_ids), run_waits.c.dependency_run_id.in_(run_ids))))
     wanted = set(run_ids)
     return {int(x) for pair in rows.all() for x in pair if int(x) in wanted}
-
-
-async def append_logs(conn: AsyncConnection, run_id: int, attempt: int, lines: list[dict[str, Any]]) -> None:
-    if lines:
-        await conn.execute(insert(run_logs), [{"run_id": run_id, "attempt": attempt, **line} for line in lines])
 
 
 async def logs(conn: AsyncConnection, run_id: int, *, after_id: int = 0, limit: int = 1000,

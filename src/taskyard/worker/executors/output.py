@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -89,7 +89,6 @@ class LogBatcher:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_tasks: set[asyncio.Task[None]] = set()
         self.sink_failures = 0
-        self.sink_calls = 0
         self.in_flight = False
         # Bumped on every sign of life; the drain logic uses it to tell "slow" from "stuck".
         self.activity = 0
@@ -104,10 +103,6 @@ class LogBatcher:
             await self.flush()
         elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self._max_delay, self._on_timer)
-
-    async def add_all(self, lines: Iterable[LogLine]) -> None:
-        for line in lines:
-            await self.add(line)
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -127,7 +122,6 @@ class LogBatcher:
 
     async def _deliver(self, batch: list[LogLine]) -> None:
         self.in_flight = True
-        self.sink_calls += 1
         try:
             await self._sink(batch)
         except Exception:
