@@ -225,3 +225,34 @@ async def test_concurrent_first_events_make_one_run(database_url: str) -> None:
         assert [a.status_code for a in answers] == [200] * 8
         assert list(await runs(client)) == ["raced"]
         assert len(await events(client, "raced")) == 8
+
+
+async def test_batch_bodies_are_read_strictly(database_url: str) -> None:
+    """The batch body is read by hand (not by a model): each malformed shape is still a 400 naming it, and
+    nothing of a refused batch is stored."""
+    batch = "/api/tracking/batch"
+    good = {"runId": "strict", "functionName": "f", "eventName": "kept"}
+    async with clocked(database_url) as (client, _clock):
+        for body, named in [
+            ({}, "events"),
+            ({"events": {"runId": "x"}}, "events"),
+            ({"events": [good, "text"]}, "events.1"),
+            ({"events": [good, {**good, "timestamp": "yesterday"}]}, "events.1.timestamp"),
+            ({"events": [good, {**good, "eventName": " "}]}, "events[1].eventName"),
+            ({"events": [good, {**good, "data": {"k": "nul\u0000"}}]}, "NUL"),
+            ({"events": [good] * 10_001}, "events"),
+        ]:
+            refused = await client.post(batch, json=body)
+            assert named in spring(refused, 400, batch)["message"], (named, refused.text)
+        assert (await client.get("/api/tracking/runs/strict/events")).status_code == 404
+        # A NUL written as text ("\\u0000", escaped backslash) is fine; so are a numeric runId and a
+        # timestamp given as Unix seconds.
+        ok = await client.post(batch, json={"events": [
+            {**good, "data": {"path": "C:\\u0000"}},
+            {**good, "runId": 4242, "timestamp": 1_700_000_000},
+            {**good, "timestamp": "2026-01-02T03:04:05Z"}]})
+        assert ok.json() == {"accepted": 3}, ok.text
+        stored = await events(client, "strict")
+        assert stored[0]["eventData"] == '{"path":"C:\\\\u0000"}'
+        assert stored[1]["timestamp"] == "2026-01-02T03:04:05.000Z"
+        assert (await events(client, "4242"))[0]["timestamp"] == "2023-11-14T22:13:20.000Z"

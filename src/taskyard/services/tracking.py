@@ -23,6 +23,7 @@ from taskyard.services.tracking_ingest import Interpretation
 from taskyard.storage import events as event_rows
 from taskyard.storage import runs as run_rows
 from taskyard.storage import tasks as task_rows
+from taskyard.storage import tracking as tracking_rows
 from taskyard.storage.tables import DEFAULT_PROJECT_ID
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ EXTERNAL_COMMAND = "(external)"
 MAX_TEXT = 255
 MAX_BATCH = 10_000
 MAX_LIST = 10_000
+MOVING_EVENTS = frozenset({"end", "error"})  # what moves an external run ("start": it is born running)
 
 # The design table: every status not final reads RUNNING.
 TRACKING_STATUS = {
@@ -41,7 +43,7 @@ TRACKING_STATUS = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: built ten thousand at a time, and frozen __init__ is slow
 class TrackingEvent:
     run_id: str
     function_name: str
@@ -91,20 +93,19 @@ class TrackingService:
         lifecycle = self.core.lifecycle()
         async with self.core.db.write() as conn:
             known: dict[str, Run] = {}
-            rows: list[dict[str, Any]] = []
+            rows: list[tuple[Any, ...]] = []
             meaning = Interpretation()
             for event in events:
                 at = _utc(event.timestamp) or now
                 run = known.get(event.run_id)
                 if run is None:
                     run = await self._resolve(conn, event, project_id, at=at, now=now)
-                if run.trigger is TriggerKind.EXTERNAL:
-                    run = await self._apply(conn, lifecycle, run, event, at=at, now=now)
-                known[event.run_id] = run
-                rows.append({"run_id": run.id, "project_id": project_id, "name": event.event_name,
-                             "data": event.data, "timestamp": at})
+                    known[event.run_id] = run
+                if event.event_name in MOVING_EVENTS and run.trigger is TriggerKind.EXTERNAL:
+                    run = known[event.run_id] = await self._apply(conn, lifecycle, run, event, at=at, now=now)
+                rows.append((run.id, project_id, event.event_name, event.data, at))
                 meaning.add(run, event.event_name, event.data, at)
-            await event_rows.insert_events(conn, rows)
+            await tracking_rows.insert_events(conn, rows)
             await meaning.apply(conn, now=now)
         self.core.publish(lifecycle)
         return len(rows)
@@ -193,7 +194,7 @@ class TrackingService:
     async def _apply(self, conn: AsyncConnection, lifecycle: RunLifecycle, run: Run, event: TrackingEvent, *,
                      at: datetime, now: datetime) -> Run:
         """`start`/`end`/`error` move an external run; once final, later events are only stored."""
-        if run.status.is_final or event.event_name not in {"end", "error"}:
+        if run.status.is_final or event.event_name not in MOVING_EVENTS:
             return run  # "start": external runs are born running
         values: dict[str, Any] = {"completed_at": at}
         if run.started_at is not None:
@@ -211,6 +212,8 @@ class TrackingService:
 
 
 def _check(event: TrackingEvent, index: int | None) -> None:
+    if _fits(event.run_id) and _fits(event.function_name) and _fits(event.event_name):
+        return
     where = f"events[{index}]." if index is not None else ""
     for field, value in (("runId", event.run_id), ("functionName", event.function_name),
                          ("eventName", event.event_name)):
@@ -222,9 +225,13 @@ def _check(event: TrackingEvent, index: int | None) -> None:
                                    rule="max_length", value=value[:32] + "...")
 
 
+def _fits(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= MAX_TEXT and not value.isspace()
+
+
 def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
+    if value is None or value.tzinfo is UTC:
+        return value
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 

@@ -42,7 +42,7 @@ class Malformed(ValueError):
     """The payload of a known event name does not have its shape."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs several times more per event
 class _StageEvent:
     kind: str  # start, progress, end
     run_id: int
@@ -59,8 +59,8 @@ class _StageEvent:
 class Interpretation:
     """What one batch of events means beyond run_events; fill with `add`, write with `apply`."""
 
-    logs: list[dict[str, Any]] = field(default_factory=list)
-    samples: list[dict[str, Any]] = field(default_factory=list)
+    logs: list[tuple[Any, ...]] = field(default_factory=list)  # storage.tracking.LOG_COLUMNS
+    samples: list[tuple[Any, ...]] = field(default_factory=list)  # storage.tracking.SAMPLE_COLUMNS
     progress: dict[int, dict[str, Any]] = field(default_factory=dict)
     stages: list[_StageEvent] = field(default_factory=list)
 
@@ -93,19 +93,22 @@ class Interpretation:
         stored = await tracking_rows.stages_of(conn, {e.run_id for e in self.stages}, lock=True)
         rows: dict[tuple[int, str], dict[str, Any]] = {(int(r["run_id"]), r["name"]): r for r in stored}
         last_order: dict[int, int] = {}
-        for row in stored:
-            last_order[int(row["run_id"])] = max(last_order.get(int(row["run_id"]), 0), int(row["stage_order"]))
+        for stored_row in stored:
+            run_id = int(stored_row["run_id"])
+            last_order[run_id] = max(last_order.get(run_id, 0), int(stored_row["stage_order"]))
         touched: dict[tuple[int, str], dict[str, Any]] = {}
         for event in self.stages:
             key = (event.run_id, event.stage)
-            found = touched.get(key) or rows.get(key)
-            if found is None:
-                order = event.order if event.order is not None else last_order.get(event.run_id, 0) + 1
-                row = {"run_id": event.run_id, "name": event.stage, "stage_order": order,
-                       "status": STAGE_RUNNING, "progress": None, "records_processed": None,
-                       "total_records": None, "started_at": None, "ended_at": None, "metrics": None}
-            else:
-                row = dict(found)
+            row: dict[str, Any] | None = touched.get(key)  # already a copy of its own: changed in place
+            if row is None:
+                found = rows.get(key)
+                if found is None:
+                    order = event.order if event.order is not None else last_order.get(event.run_id, 0) + 1
+                    row = {"run_id": event.run_id, "name": event.stage, "stage_order": order,
+                           "status": STAGE_RUNNING, "progress": None, "records_processed": None,
+                           "total_records": None, "started_at": None, "ended_at": None, "metrics": None}
+                else:
+                    row = dict(found)
             _apply_stage(row, event)
             row["updated_at"] = now
             last_order[event.run_id] = max(last_order.get(event.run_id, 0), int(row["stage_order"]))
@@ -150,6 +153,8 @@ def _payload(data: Any) -> dict[str, Any]:
 
 
 def _number(value: Any, what: str) -> float:
+    if type(value) is float and math.isfinite(value):  # the common case first
+        return value
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise Malformed(f"{what} is not a number")
     number = float(value)
@@ -162,6 +167,8 @@ def _count(value: Any, what: str, limit: int = INT8_MAX) -> int | None:
     """A non-negative whole number, or None when absent."""
     if value is None:
         return None
+    if type(value) is int and 0 <= value <= limit:  # the common case first
+        return value
     number = _number(value, what)
     if number < 0 or number > limit or not number.is_integer():
         raise Malformed(f"{what} is not a count")
@@ -221,19 +228,17 @@ def _log(self: Interpretation, run: Run, data: Any, at: datetime) -> None:
     details = body.get("details")
     if details is not None and not isinstance(details, dict):
         details = {"value": details}
-    self.logs.append({
-        "run_id": run.id, "attempt": run.attempt, "timestamp": at,
-        "level": _LEVELS.get(level.strip().lower(), "info") if isinstance(level, str) else "info",
-        "stream": "sdk", "message": str(message), "component": _text(body.get("component"), MAX_NAME),
-        "stage": _text(body.get("stage"), MAX_NAME), "details": details or None,
-    })
+    self.logs.append((
+        run.id, run.attempt, at, _LEVELS.get(level.strip().lower(), "info") if isinstance(level, str) else "info",
+        "sdk", str(message), _text(body.get("component"), MAX_NAME), _text(body.get("stage"), MAX_NAME),
+        details or None,
+    ))
 
 
 def _metric(self: Interpretation, run: Run, data: Any, at: datetime) -> None:
     body = _payload(data)
-    self.samples.append({"run_id": run.id, "name": _name(body.get("name"), "name"),
-                         "value": _number(body.get("value"), "value"), "unit": _text(body.get("unit"), MAX_UNIT),
-                         "source": "task", "timestamp": at})
+    self.samples.append((run.id, _name(body.get("name"), "name"), _number(body.get("value"), "value"),
+                         _text(body.get("unit"), MAX_UNIT), "task", at))
 
 
 _HANDLERS: dict[str, Callable[[Interpretation, Run, Any, datetime], None]] = {

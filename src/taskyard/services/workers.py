@@ -199,7 +199,7 @@ class WorkerService:
                                                              project_id=worker.project_id)}
             # One look at run_waits for the whole batch spares each run its own wait bookkeeping.
             lifecycle.known_unwaited = set(runs) - await run_rows.runs_in_waits(conn, list(runs))
-            log_rows: list[dict[str, Any]] = []
+            log_rows: list[tuple[Any, ...]] = []
             # Finishing a run updates its task's row: in task order, so that two workers' reports
             # touching the same tasks lock them in the same order and cannot deadlock.
             for rep in sorted(reports, key=lambda r: (runs[r.run_id].task_id if r.run_id in runs else 0, r.run_id)):
@@ -209,12 +209,12 @@ class WorkerService:
                     accepted.append(rep.run_id)
                 except (StaleAttempt, NotFound, ValidationFailed) as exc:
                     rejected.append({"run_id": rep.run_id, "code": exc.code, "message": exc.message})
-            await run_rows.append_log_rows(conn, log_rows)
+            await tracking_rows.insert_logs(conn, log_rows)
         self.core.publish(lifecycle)
         return ReportResult(accepted, rejected)
 
     async def _apply(self, conn: AsyncConnection, lifecycle: RunLifecycle, worker_id: str, run: Run | None,
-                     rep: RunReport, now: Any, log_rows: list[dict[str, Any]]) -> None:
+                     rep: RunReport, now: Any, log_rows: list[tuple[Any, ...]]) -> None:
         if run is None:
             raise NotFound(f"run {rep.run_id} does not exist")
         if rep.outcome is not None and rep.outcome not in OUTCOMES:
@@ -225,7 +225,7 @@ class WorkerService:
         if not same_attempt or run.status not in (RunStatus.RUNNING, RunStatus.ABORTED):
             raise StaleAttempt(f"attempt {rep.attempt} of run {rep.run_id} no longer holds it "
                                f"(now {run.status.value}, attempt {run.attempt})")
-        log_rows.extend({"run_id": run.id, "attempt": rep.attempt, **_log_row(line, now)} for line in rep.logs)
+        log_rows.extend(_log_row(run.id, rep.attempt, line, now) for line in rep.logs)
         await tracking_rows.insert_samples(conn, [_sample_row(run.id, sample, now) for sample in rep.samples])
         if run.status is not RunStatus.RUNNING:
             return
@@ -329,16 +329,17 @@ class WorkerService:
         return worker
 
 
-def _sample_row(run_id: int, sample: dict[str, Any], now: Any) -> dict[str, Any]:
+def _sample_row(run_id: int, sample: dict[str, Any], now: Any) -> tuple[Any, ...]:
+    """A run_samples row (storage.tracking.SAMPLE_COLUMNS)."""
     unit = sample.get("unit")
-    return {"run_id": run_id, "name": str(sample["name"])[:255], "value": float(sample["value"]),
-            "unit": str(unit)[:32] if unit is not None else None, "source": "worker",
-            "timestamp": sample.get("timestamp") or now}
+    return (run_id, str(sample["name"])[:255], float(sample["value"]), str(unit)[:32] if unit is not None else None,
+            "worker", sample.get("timestamp") or now)
 
 
-def _log_row(line: dict[str, Any], now: Any) -> dict[str, Any]:
-    return {"timestamp": line.get("timestamp") or now, "level": str(line.get("level") or "info")[:16],
-            "stream": str(line.get("stream") or "stdout")[:16], "message": str(line.get("message", ""))}
+def _log_row(run_id: int, attempt: int, line: dict[str, Any], now: Any) -> tuple[Any, ...]:
+    """A run_logs row (storage.tracking.LOG_COLUMNS) of a line the worker captured."""
+    return (run_id, attempt, line.get("timestamp") or now, str(line.get("level") or "info")[:16],
+            str(line.get("stream") or "stdout")[:16], str(line.get("message", "")), None, None, None)
 
 
 def format_duration(seconds: float) -> str:

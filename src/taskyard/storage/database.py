@@ -57,7 +57,7 @@ class Database:
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
         # orjson encodes JSON columns several times faster than the stdlib encoder SQLAlchemy defaults to.
-        kwargs: dict[str, Any] = {"echo": echo, "json_serializer": _json_dumps}
+        kwargs: dict[str, Any] = {"echo": echo, "json_serializer": json_text}
         self.dialect = make_url(_normalise(url)).get_backend_name()
         if self.dialect == "postgresql":
             kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False,
@@ -124,7 +124,7 @@ class Database:
         await self.engine.dispose()
 
 
-def _json_dumps(value: Any) -> str:
+def json_text(value: Any) -> str:
     try:
         return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
     except TypeError:  # integers beyond 64 bits: the stdlib encoder takes them

@@ -11,13 +11,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskyard.domain.models import Run
 from taskyard.storage.tables import run_events, run_history, runs, tasks
-from taskyard.storage.tracking import insert_rows
-
-
-async def insert_events(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    """Multi-row INSERT ... VALUES of up to 1000 rows each, from one cached statement (see
-    storage.tracking.insert_rows)."""
-    await insert_rows(conn, run_events, rows)
 
 
 async def list_events(conn: AsyncConnection, run_id: int, *, limit: int = 10_000) -> list[dict[str, Any]]:

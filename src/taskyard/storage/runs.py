@@ -241,12 +241,6 @@ async def history(conn: AsyncConnection, run_id: int) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
-async def append_log_rows(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    """Log lines of several runs in one statement; every row has the same keys."""
-    if rows:
-        await conn.execute(insert(run_logs), rows)
-
-
 async def runs_in_waits(conn: AsyncConnection, run_ids: list[int]) -> set[int]:
     """Of these runs, those that wait on another run or that another run waits on."""
     if not run_ids:

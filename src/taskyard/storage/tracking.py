@@ -1,18 +1,19 @@
-"""What tracking events turn into besides their run_events row: run progress, stages, structured log
-lines and metric samples. Every write here is batched: multi-row inserts, one multi-row upsert for the
-stages a batch touches, one UPDATE per run."""
+"""Tracking rows: events, log lines and metric samples appended in bulk (storage.bulk), and what events
+mean for a run: its progress, and its stages (one multi-row upsert for the stages a batch touches)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from taskyard.storage.tables import run_logs, run_samples, run_stages, runs
+from taskyard.storage import bulk
+from taskyard.storage.bulk import Row
+from taskyard.storage.tables import run_events, run_logs, run_samples, run_stages, runs
 
 # Bound parameters per statement: far below SQLite's limit (32766) and PostgreSQL's (65535).
 _MAX_PARAMETERS = 16_000
@@ -29,25 +30,24 @@ def _chunks(rows: list[dict[str, Any]]) -> Iterable[list[dict[str, Any]]]:
         yield rows[start:start + size]
 
 
-async def insert_rows(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]) -> None:
-    """Multi-row INSERT ... VALUES (...), (...) of rows with the same keys.
-
-    Executed as an executemany with RETURNING, which SQLAlchemy sends as multi-row INSERTs of up to
-    1000 rows each ("insertmanyvalues") from one cached statement: compiling a literal
-    `insert().values([...])` of 1000 rows costs several times more than the database's work.
-    """
-    if rows:
-        await conn.execute(insert(table).returning(table.c.id), rows)
+EVENT_COLUMNS = ("run_id", "project_id", "name", "data", "timestamp")
+LOG_COLUMNS = ("run_id", "attempt", "timestamp", "level", "stream", "message", "component", "stage", "details")
+SAMPLE_COLUMNS = ("run_id", "name", "value", "unit", "source", "timestamp")
 
 
-async def insert_logs(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    """run_logs rows (run_id, attempt, timestamp, level, stream, message, component, stage, details)."""
-    await insert_rows(conn, run_logs, rows)
+async def insert_events(conn: AsyncConnection, rows: Sequence[Row]) -> None:
+    """run_events rows, tuples in EVENT_COLUMNS order."""
+    await bulk.append(conn, run_events, EVENT_COLUMNS, rows)
 
 
-async def insert_samples(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    """run_samples rows: run_id, name, value, unit, source, timestamp."""
-    await insert_rows(conn, run_samples, rows)
+async def insert_logs(conn: AsyncConnection, rows: Sequence[Row]) -> None:
+    """run_logs rows, tuples in LOG_COLUMNS order."""
+    await bulk.append(conn, run_logs, LOG_COLUMNS, rows)
+
+
+async def insert_samples(conn: AsyncConnection, rows: Sequence[Row]) -> None:
+    """run_samples rows, tuples in SAMPLE_COLUMNS order."""
+    await bulk.append(conn, run_samples, SAMPLE_COLUMNS, rows)
 
 
 async def stages_of(conn: AsyncConnection, run_ids: Iterable[int], *, lock: bool = False) -> list[dict[str, Any]]:

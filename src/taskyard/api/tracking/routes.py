@@ -6,13 +6,13 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Request
 from starlette.responses import Response
 
 from taskyard.api.envelope import JSONResponse
 from taskyard.api.scheduler.common import NO_NUL, Services
 from taskyard.api.security import Scoped, allow
-from taskyard.api.tracking.schemas import BatchBody, EventBody
+from taskyard.api.tracking.schemas import BatchBody, EventBody, event_of, events_of, openapi_body
 from taskyard.services.access import Permission
 from taskyard.services.tracking import MAX_LIST, StoredEvent, TrackingRun
 
@@ -24,15 +24,15 @@ read = [Depends(allow(Permission.READ))]
 track = [Depends(allow(Permission.TRACK))]
 
 
-@router.post("/event", dependencies=track)
-async def record_event(body: EventBody, core: Services, scope: Scoped) -> Response:
-    await core.tracking.record([body.event()], project_id=scope.home)
+@router.post("/event", dependencies=track, openapi_extra=openapi_body(EventBody))
+async def record_event(request: Request, core: Services, scope: Scoped) -> Response:
+    await core.tracking.record([event_of(await request.body())], project_id=scope.home)
     return Response(status_code=200)  # spec 1: 200 with no body
 
 
-@router.post("/batch", dependencies=track)
-async def record_batch(body: BatchBody, core: Services, scope: Scoped) -> Response:
-    accepted = await core.tracking.record([e.event() for e in body.events], project_id=scope.home)
+@router.post("/batch", dependencies=track, openapi_extra=openapi_body(BatchBody))
+async def record_batch(request: Request, core: Services, scope: Scoped) -> Response:
+    accepted = await core.tracking.record(events_of(await request.body()), project_id=scope.home)
     return JSONResponse({"accepted": accepted})
 
 
