@@ -136,14 +136,23 @@ async def finish(client: httpx.AsyncClient, worker_id: str, claimed: dict[str, A
     return await get_run(client, claimed["run_id"])
 
 
+async def send_logs(client: httpx.AsyncClient, run_id: int, lines: list[dict[str, Any]]) -> None:
+    """Log lines of a run, sent as the worker sends them: through the tracking batch endpoint."""
+    response = await client.post("/api/tracking/batch", json={"logs": [{"runId": run_id, **line} for line in lines]})
+    assert response.status_code == 200, response.text
+
+
 async def run_task(client: httpx.AsyncClient, task_id: int, worker_id: str, outcome: str = "completed",
-                   clock: FakeClock | None = None, seconds: float = 0.0, **fields: Any) -> dict[str, Any]:
-    """Trigger a task, claim its run, (let `seconds` pass) and report `outcome`; returns the run."""
+                   clock: FakeClock | None = None, seconds: float = 0.0, logs: list[dict[str, Any]] | None = None,
+                   **fields: Any) -> dict[str, Any]:
+    """Trigger a task, claim its run, (let `seconds` pass), send `logs` and report `outcome`; returns the run."""
     run_id = (await trigger(client, task_id))["run_id"]
     claimed = await claim_one(client, worker_id)
     assert claimed["run_id"] == run_id
     if clock is not None:
         clock.advance(seconds)
+    if logs:
+        await send_logs(client, run_id, logs)
     return await finish(client, worker_id, claimed, outcome, **fields)
 
 

@@ -222,11 +222,8 @@ BODIES = [
     ("POST", "/api/workers/{worker}/report", {"reports": [{**REPORT, "attempt": 0}]}, "reports.0.attempt"),
     ("POST", "/api/workers/{worker}/report", {"reports": [{**REPORT, "outcome": "exploded"}]},
      "reports.0.outcome"),
-    ("POST", "/api/workers/{worker}/report", {"reports": [{**REPORT, "logs": [{"level": "info"}]}]},
-     "reports.0.logs.0.message"),
-    ("POST", "/api/workers/{worker}/report", {"reports": [{**REPORT, "logs": "x"}]}, "reports.0.logs"),
-    ("POST", "/api/workers/{worker}/report",
-     {"reports": [{**REPORT, "logs": [{"message": "m", "timestamp": "at noon"}]}]}, "reports.0.logs.0.timestamp"),
+    # logs and samples go through /api/tracking/batch now; a report that still carries them is refused
+    ("POST", "/api/workers/{worker}/report", {"reports": [{**REPORT, "logs": []}]}, "reports.0.logs"),
     ("POST", "/api/workers/{worker}/report", {"reports": [{**REPORT, "colour": 1}]}, "reports.0.colour"),
 ]
 

@@ -18,6 +18,7 @@ from helpers import (
     register,
     report,
     run_task,
+    send_logs,
     trigger,
 )
 
@@ -106,11 +107,13 @@ async def test_detail_logs_and_history(database_url: str) -> None:
             "running", worker["id"], "box-7")
         assert running["started_at"] == "2026-01-05T12:00:00Z" and running["execution_time"] is None
         # logs stream in before the outcome
-        lines = [{"message": "starting", "level": "info"}, {"message": "warming up", "level": "debug"}]
-        data(await report(client, worker["id"], run_id, claimed["attempt"], None, logs=lines))
+        lines = [{"runId": run_id, "message": "starting", "level": "info", "stream": "stdout"},
+                 {"runId": run_id, "message": "warming up", "level": "debug", "stream": "stdout"}]
+        sent = await client.post("/api/tracking/batch", json={"logs": lines})
+        assert sent.json() == {"accepted": 2}, sent.text
         clock.advance(30.5)
-        done = await finish(client, worker["id"], claimed, logs=[{"message": "done", "stream": "stderr"}],
-                            result="processed 10 rows", exit_code=0)
+        await send_logs(client, run_id, [{"attempt": claimed["attempt"], "message": "done", "stream": "stderr"}])
+        done = await finish(client, worker["id"], claimed, result="processed 10 rows", exit_code=0)
         assert (done["status"], done["state"], done["result"], done["exit_code"]) == (
             "completed", "completed", "processed 10 rows", 0)
         assert done["execution_time"] == 30.5
@@ -194,8 +197,8 @@ async def test_abort_pending_running_and_finished(app_client: httpx.AsyncClient)
     beat = data(await app_client.post(f"/api/workers/{worker}/heartbeat", json={"current_tasks": [running_id]}))
     assert beat["abort_runs"] == [running_id]
     # the killed attempt may still send its last lines; its outcome does not change the status
-    late = data(await report(app_client, worker, running_id, claimed["attempt"], "completed",
-                             logs=[{"message": "killed"}]))
+    await send_logs(app_client, running_id, [{"message": "killed"}])
+    late = data(await report(app_client, worker, running_id, claimed["attempt"], "completed"))
     assert late["accepted"] == [running_id]
     run = await get_run(app_client, running_id)
     assert run["status"] == "aborted" and [line["message"] for line in run["logs"]] == ["killed"]
@@ -215,7 +218,8 @@ async def test_report_keeps_what_the_task_printed(app_client: httpx.AsyncClient)
     lines = [{"message": "first", "timestamp": "2026-01-05T13:00:01.500000+01:00", "level": "warn"},
              {"message": "naive", "timestamp": "2026-01-05T12:00:02"},
              {"message": "a\u0000b", "stream": "stderr"}]
-    one = json.dumps({"run_id": run_id, "attempt": claimed["attempt"], "outcome": "completed", "logs": lines})
+    await send_logs(app_client, run_id, lines)
+    one = json.dumps({"run_id": run_id, "attempt": claimed["attempt"], "outcome": "completed"})
     content = one[:-1] + ', "result": "x\\ud800y"}'  # a lone surrogate, which json.dumps would not write
     content = '{"reports": [' + content + "]}"
     response = await app_client.post(f"/api/workers/{worker}/report", content=content.encode(),

@@ -256,3 +256,22 @@ async def test_batch_bodies_are_read_strictly(database_url: str) -> None:
         assert stored[0]["eventData"] == '{"path":"C:\\\\u0000"}'
         assert stored[1]["timestamp"] == "2026-01-02T03:04:05.000Z"
         assert (await events(client, "4242"))[0]["timestamp"] == "2023-11-14T22:13:20.000Z"
+
+
+async def test_one_batch_takes_events_logs_and_samples(database_url: str) -> None:
+    async with clocked(database_url) as (client, _clock):
+        task = await create_task(client, "mixed")
+        run_id = (await trigger(client, task["id"]))["run_id"]
+        body = {"events": [{"runId": run_id, "functionName": "mixed", "eventName": "milestone"}],
+                "logs": [{"runId": run_id, "message": "printed", "stream": "stdout", "level": "info"}],
+                "samples": [{"runId": str(run_id), "name": "cpu", "value": 12.5, "unit": "percent",
+                             "source": "worker"}]}
+        response = await client.post("/api/tracking/batch", json=body)
+        assert response.json() == {"accepted": 3}, response.text
+        assert [line["message"] for line in (await get_run(client, run_id))["logs"]] == ["printed"]
+        # Lines of a run that does not exist are a 404, and nothing of the batch is kept.
+        missing = await client.post("/api/tracking/batch", json={**body, "logs": [{"runId": "nope", "message": "x"}]})
+        assert "nope" in spring(missing, 404, "/api/tracking/batch")["message"]
+        bad = await client.post("/api/tracking/batch", json={"samples": [{"runId": run_id, "name": "cpu"}]})
+        assert "samples[0].value" in spring(bad, 400, "/api/tracking/batch")["message"]
+        assert [e["eventName"] for e in await events(client, str(run_id))] == ["milestone"]

@@ -93,7 +93,7 @@ async def test_reap_requeues_as_new_attempt(core, clock) -> None:
     assert "lease lost" in (requeued.error_message or "")
 
     # The old attempt's report is stale now, whatever it says.
-    stale = await report(core, worker.id, old, "completed", logs=[{"message": "late"}])
+    stale = await report(core, worker.id, old, "completed")
     assert stale.accepted == []
     assert stale.rejected[0]["run_id"] == run.id and stale.rejected[0]["code"] == "RESOURCE_CONFLICT"
     assert (await _run(core, run.id)).status is RunStatus.QUEUED

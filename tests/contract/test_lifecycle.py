@@ -10,6 +10,7 @@ from contract_kit import claim, make_task, make_worker, report
 from taskyard.domain.errors import Conflict
 from taskyard.domain.status import RunStatus, TriggerKind
 from taskyard.services.core import Core
+from taskyard.services.tracking_lines import TrackingLog
 from taskyard.storage import runs as run_rows
 
 LEASE = 10  # the `core` fixture's lease_seconds
@@ -124,8 +125,9 @@ async def test_logs_without_outcome_keep_it_running(core) -> None:
     await core.runs.trigger(task.id)
     worker = await make_worker(core)
     [claimed] = await claim(core, worker.id)
-    await report(core, worker.id, claimed, None,
-                 logs=[{"message": "line 1"}, {"message": "line 2", "stream": "stderr"}])
+    await core.tracking.record([], logs=[TrackingLog(str(claimed.id), "line 1", stream="stdout"),
+                                         TrackingLog(str(claimed.id), "line 2", stream="stderr")])
+    await report(core, worker.id, claimed, None)
     detail = await core.runs.get(claimed.id)
     assert detail.run.status is RunStatus.RUNNING
     assert [line["message"] for line in detail.logs] == ["line 1", "line 2"]
@@ -164,8 +166,8 @@ async def test_abort_running_tells_the_worker(core, clock) -> None:
     # The worker learns on its next poll/heartbeat that it no longer holds the run.
     polled = await core.workers.poll(worker.id, capacity=1, running=[run.id], wait=0)
     assert polled.abort_runs == [run.id] and polled.runs == []
-    # Its own attempt may still send last lines, but nothing changes the final status.
-    result = await report(core, worker.id, claimed, "failed", logs=[{"message": "killed"}])
+    # Its own attempt may still report how it ended, but nothing changes the final status.
+    result = await report(core, worker.id, claimed, "failed")
     assert result.accepted == [run.id]
     final = await _run(core, run.id)
     assert final.status is RunStatus.ABORTED and final.retry_count == 0

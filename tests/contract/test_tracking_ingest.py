@@ -1,5 +1,5 @@
 """Tracking events interpreted at ingestion: progress, stages, logs and metrics land in their tables in the
-same transaction as the events; the worker's process-tree samples arrive with its reports."""
+same transaction as the events; log lines and samples sent as such land beside them."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from contract_kit import claim, make_task, make_worker, report
+from contract_kit import claim, make_task, make_worker
 from sqlalchemy import select
 
+from taskyard.domain.errors import NotFound, ValidationFailed
 from taskyard.domain.models import Run
 from taskyard.services.core import Core
 from taskyard.services.tracking import TrackingEvent
-from taskyard.services.workers import RunReport
+from taskyard.services.tracking_lines import TrackingLog, TrackingSample
 from taskyard.storage.tables import run_events, run_logs, run_samples, run_stages, runs
 
 T0 = datetime(2026, 1, 5, 11, 0, tzinfo=UTC)
@@ -180,22 +181,35 @@ async def test_malformed_payloads_are_plain_events(core: Core, name: str, data: 
     assert names == [name, "milestone"]
 
 
-async def test_worker_samples_are_stored_for_accepted_items(core: Core, clock) -> None:
-    run, worker_id = await running_run(core)
-    samples = [{"name": "cpu", "value": 12.5, "unit": "percent", "timestamp": at(1)},
-               {"name": "memory_mb", "value": 64.0, "unit": "MB", "timestamp": at(1)},
-               {"name": "connections", "value": 2, "unit": "count", "timestamp": None}]
-    result = await report(core, worker_id, run, None, samples=samples)
-    assert result.accepted == [run.id]
+async def test_logs_and_samples_sent_as_such_are_stored_with_the_events(core: Core, clock) -> None:
+    run, _worker_id = await running_run(core)
+    samples = [TrackingSample(str(run.id), "cpu", 12.5, "percent", "worker", at(1)),
+               TrackingSample(str(run.id), "memory_mb", 64.0, "MB", "worker", at(1)),
+               TrackingSample(str(run.id), "connections", 2, "count", "worker")]
+    logs = [TrackingLog(str(run.id), "hello", "info", "stdout", timestamp=at(1)),
+            TrackingLog(run.uuid, "oops", "ERROR", "stderr", attempt=run.attempt),
+            TrackingLog(str(run.id), "structured", "warning", component="Loader", stage="Load",
+                        details={"rows": 3})]
+    event = TrackingEvent(str(run.id), "f", "milestone", {"k": 1})
+    assert await core.tracking.record([event], logs=logs, samples=samples) == 7
     stored = await rows(core, run_samples, run.id)
     assert [(s["name"], s["value"], s["unit"], s["source"], s["timestamp"]) for s in stored] == [
         ("cpu", 12.5, "percent", "worker", at(1)), ("memory_mb", 64.0, "MB", "worker", at(1)),
         ("connections", 2.0, "count", "worker", clock.now)]
+    lines = await rows(core, run_logs, run.id)
+    assert [(x["message"], x["level"], x["stream"], x["attempt"]) for x in lines] == [
+        ("hello", "info", "stdout", run.attempt), ("oops", "error", "stderr", run.attempt),
+        ("structured", "warn", "sdk", run.attempt)]
+    assert (lines[2]["component"], lines[2]["stage"], lines[2]["details"]) == ("Loader", "Load", {"rows": 3})
+    assert lines[0]["timestamp"] == at(1) and lines[1]["timestamp"] == clock.now
 
-    # The last samples come with the outcome; a stale attempt's samples are refused with it.
-    await report(core, worker_id, run, "completed", samples=[{"name": "cpu", "value": 1.0, "unit": "percent"}])
-    assert len(await rows(core, run_samples, run.id)) == 4
-    stale = await core.workers.report(worker_id, [RunReport(run_id=run.id, attempt=run.attempt, samples=[
-        {"name": "cpu", "value": 3.0, "unit": "percent"}])])
-    assert stale.accepted == [] and len(stale.rejected) == 1
-    assert len(await rows(core, run_samples, run.id)) == 4
+    # A line of a run that does not exist, or a bad sample, refuses the whole batch.
+    with pytest.raises(NotFound):
+        await core.tracking.record([event], logs=[TrackingLog("no-such-run", "x")])
+    for bad in (TrackingSample(str(run.id), "cpu", float("nan")), TrackingSample(str(run.id), " ", 1.0),
+                TrackingSample(str(run.id), "cpu", 1.0, source="elsewhere")):
+        with pytest.raises(ValidationFailed):
+            await core.tracking.record([], samples=[bad])
+    with pytest.raises(ValidationFailed):
+        await core.tracking.record([], logs=[TrackingLog(str(run.id), "x", attempt=0)])
+    assert len(await rows(core, run_samples, run.id)) == 3 and len(await rows(core, run_logs, run.id)) == 3

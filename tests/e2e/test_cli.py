@@ -112,8 +112,13 @@ class FakeWorker:
 
     def report(self, run_id: int, *lines: str, outcome: str | None = None, result: str | None = None,
                error_message: str | None = None) -> None:
-        entry: dict[str, Any] = {"run_id": run_id, "attempt": self.attempts[run_id],
-                                 "logs": [{"message": line} for line in lines]}
+        if lines:  # as a worker does: the lines through tracking ingestion, before the outcome
+            sent = self.api.post("/tracking/batch", json={"logs": [
+                {"runId": run_id, "attempt": self.attempts[run_id], "message": line} for line in lines]})
+            assert sent.status_code == 200, sent.text
+        if outcome is None:
+            return
+        entry: dict[str, Any] = {"run_id": run_id, "attempt": self.attempts[run_id]}
         entry.update({k: v for k, v in {"outcome": outcome, "result": result,
                                          "error_message": error_message}.items() if v is not None})
         answer = self.api.post(f"/workers/{self.id}/report", json={"reports": [entry]})

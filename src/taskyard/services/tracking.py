@@ -9,6 +9,7 @@ and `error` events; taskyard's own runs belong to their worker, and events never
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,7 @@ from taskyard.domain.models import Run
 from taskyard.domain.status import Priority, RunStatus, TaskStatus, TriggerKind
 from taskyard.services.lifecycle import RunLifecycle
 from taskyard.services.tracking_ingest import Interpretation
+from taskyard.services.tracking_lines import TrackingLog, TrackingSample, check_log, check_sample, log_row, sample_row
 from taskyard.storage import events as event_rows
 from taskyard.storage import runs as run_rows
 from taskyard.storage import tasks as task_rows
@@ -79,15 +81,22 @@ class TrackingService:
     def __init__(self, core: Core) -> None:
         self.core = core
 
-    async def record(self, events: list[TrackingEvent], *, project_id: int = DEFAULT_PROJECT_ID) -> int:
-        """Store every event in one transaction; returns how many were stored. In the same transaction,
-        progress, stage, log and metric events also land in their tables (see tracking_ingest)."""
-        if len(events) > MAX_BATCH:
-            raise ValidationFailed(f"at most {MAX_BATCH} events per call", field="events", rule="max_items",
-                                   value=len(events))
+    async def record(self, events: Sequence[TrackingEvent], *, logs: Sequence[TrackingLog] = (),
+                     samples: Sequence[TrackingSample] = (), project_id: int = DEFAULT_PROJECT_ID) -> int:
+        """Store events, log lines and samples in one transaction; returns how many items were stored.
+        In the same transaction, progress, stage, log and metric events also land in their tables (see
+        tracking_ingest). Logs and samples name runs that exist (a 404 otherwise)."""
+        for what, items in (("events", events), ("logs", logs), ("samples", samples)):
+            if len(items) > MAX_BATCH:
+                raise ValidationFailed(f"at most {MAX_BATCH} {what} per call", field=what, rule="max_items",
+                                       value=len(items))
         for index, event in enumerate(events):
             _check(event, index if len(events) > 1 else None)
-        if not events:
+        for index, log in enumerate(logs):
+            check_log(log, index)
+        for index, sample in enumerate(samples):
+            check_sample(sample, index)
+        if not (events or logs or samples):
             return 0
         now = self.core.clock()
         lifecycle = self.core.lifecycle()
@@ -105,10 +114,23 @@ class TrackingService:
                     run = known[event.run_id] = await self._apply(conn, lifecycle, run, event, at=at, now=now)
                 rows.append((run.id, project_id, event.event_name, event.data, at))
                 meaning.add(run, event.event_name, event.data, at)
+            for log in logs:
+                run = known.get(log.run_id) or await self._existing(conn, known, log.run_id, project_id)
+                meaning.logs.append(log_row(run, log, _utc(log.timestamp) or now))
+            for sample in samples:
+                run = known.get(sample.run_id) or await self._existing(conn, known, sample.run_id, project_id)
+                meaning.samples.append(sample_row(run, sample, _utc(sample.timestamp) or now))
             await tracking_rows.insert_events(conn, rows)
             await meaning.apply(conn, now=now)
         self.core.publish(lifecycle)
-        return len(rows)
+        return len(events) + len(logs) + len(samples)
+
+    async def _existing(self, conn: AsyncConnection, known: dict[str, Run], run_id: str, project_id: int) -> Run:
+        run = await self._find(conn, run_id, project_id)
+        if run is None:
+            raise NotFound(f"no run with runId '{run_id}'", resource="run", id=run_id)
+        known[run_id] = run
+        return run
 
     async def list_runs(self, *, limit: int = 1000, offset: int = 0,
                         project_id: int = DEFAULT_PROJECT_ID) -> list[TrackingRun]:

@@ -38,6 +38,11 @@ _LEVELS = {"debug": "debug", "trace": "debug", "info": "info", "information": "i
            "fatal": "error", "exception": "error"}
 
 
+def level_of(word: Any) -> str:
+    """debug, info, warn or error, from the words loggers use; info when unknown."""
+    return _LEVELS.get(word.strip().lower(), "info") if isinstance(word, str) else "info"
+
+
 class Malformed(ValueError):
     """The payload of a known event name does not have its shape."""
 
@@ -224,12 +229,11 @@ def _log(self: Interpretation, run: Run, data: Any, at: datetime) -> None:
     message = body.get("message")
     if message is None or isinstance(message, dict | list):
         raise Malformed("message is required")
-    level = body.get("level")
     details = body.get("details")
     if details is not None and not isinstance(details, dict):
         details = {"value": details}
     self.logs.append((
-        run.id, run.attempt, at, _LEVELS.get(level.strip().lower(), "info") if isinstance(level, str) else "info",
+        run.id, run.attempt, at, level_of(body.get("level")),
         "sdk", str(message), _text(body.get("component"), MAX_NAME), _text(body.get("stage"), MAX_NAME),
         details or None,
     ))

@@ -16,7 +16,6 @@ from taskyard.services.lifecycle import RunLifecycle, lease_deadline
 from taskyard.services.scope import UNSCOPED, Scope
 from taskyard.storage import runs as run_rows
 from taskyard.storage import tasks as task_rows
-from taskyard.storage import tracking as tracking_rows
 from taskyard.storage import workers as worker_rows
 from taskyard.storage.paging import PageRequest
 
@@ -68,13 +67,10 @@ class PollResult:
 class RunReport:
     run_id: int
     attempt: int
-    logs: list[dict[str, Any]] = field(default_factory=list)
     outcome: str | None = None
     result: str | None = None
     error_message: str | None = None
     exit_code: int | None = None
-    # What the worker measured of the run's process tree: {name, value, unit, timestamp}.
-    samples: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -186,8 +182,9 @@ class WorkerService:
         return PollResult(claimed, abort, worker.status, self.lease, tasks)
 
     async def report(self, worker_id: str, reports: list[RunReport], *, scope: Scope = UNSCOPED) -> ReportResult:
-        """Logs and outcomes of several runs in one transaction. Writes from an attempt that no longer
-        holds its run are refused one by one (StaleAttempt) without failing the others."""
+        """Outcomes of several runs in one transaction (their logs and samples go through tracking
+        ingestion, which the worker calls first). Writes from an attempt that no longer holds its run are
+        refused one by one (StaleAttempt) without failing the others."""
         now = self.core.clock()
         lifecycle = self.core.lifecycle()
         accepted: list[int] = []
@@ -199,22 +196,20 @@ class WorkerService:
                                                              project_id=worker.project_id)}
             # One look at run_waits for the whole batch spares each run its own wait bookkeeping.
             lifecycle.known_unwaited = set(runs) - await run_rows.runs_in_waits(conn, list(runs))
-            log_rows: list[tuple[Any, ...]] = []
             # Finishing a run updates its task's row: in task order, so that two workers' reports
             # touching the same tasks lock them in the same order and cannot deadlock.
             for rep in sorted(reports, key=lambda r: (runs[r.run_id].task_id if r.run_id in runs else 0, r.run_id)):
                 run = runs.get(rep.run_id)
                 try:
-                    await self._apply(conn, lifecycle, worker_id, run, rep, now, log_rows)
+                    await self._apply(conn, lifecycle, worker_id, run, rep, now)
                     accepted.append(rep.run_id)
                 except (StaleAttempt, NotFound, ValidationFailed) as exc:
                     rejected.append({"run_id": rep.run_id, "code": exc.code, "message": exc.message})
-            await tracking_rows.insert_logs(conn, log_rows)
         self.core.publish(lifecycle)
         return ReportResult(accepted, rejected)
 
     async def _apply(self, conn: AsyncConnection, lifecycle: RunLifecycle, worker_id: str, run: Run | None,
-                     rep: RunReport, now: Any, log_rows: list[tuple[Any, ...]]) -> None:
+                     rep: RunReport, now: Any) -> None:
         if run is None:
             raise NotFound(f"run {rep.run_id} does not exist")
         if rep.outcome is not None and rep.outcome not in OUTCOMES:
@@ -225,8 +220,6 @@ class WorkerService:
         if not same_attempt or run.status not in (RunStatus.RUNNING, RunStatus.ABORTED):
             raise StaleAttempt(f"attempt {rep.attempt} of run {rep.run_id} no longer holds it "
                                f"(now {run.status.value}, attempt {run.attempt})")
-        log_rows.extend(_log_row(run.id, rep.attempt, line, now) for line in rep.logs)
-        await tracking_rows.insert_samples(conn, [_sample_row(run.id, sample, now) for sample in rep.samples])
         if run.status is not RunStatus.RUNNING:
             return
         if rep.outcome is None:
@@ -327,19 +320,6 @@ class WorkerService:
         if worker is None:
             raise NotFound(f"worker '{worker_id}' does not exist", resource="worker", id=worker_id)
         return worker
-
-
-def _sample_row(run_id: int, sample: dict[str, Any], now: Any) -> tuple[Any, ...]:
-    """A run_samples row (storage.tracking.SAMPLE_COLUMNS)."""
-    unit = sample.get("unit")
-    return (run_id, str(sample["name"])[:255], float(sample["value"]), str(unit)[:32] if unit is not None else None,
-            "worker", sample.get("timestamp") or now)
-
-
-def _log_row(run_id: int, attempt: int, line: dict[str, Any], now: Any) -> tuple[Any, ...]:
-    """A run_logs row (storage.tracking.LOG_COLUMNS) of a line the worker captured."""
-    return (run_id, attempt, line.get("timestamp") or now, str(line.get("level") or "info")[:16],
-            str(line.get("stream") or "stdout")[:16], str(line.get("message", "")), None, None, None)
 
 
 def format_duration(seconds: float) -> str:

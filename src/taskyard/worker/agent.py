@@ -11,7 +11,7 @@ them dies unexpectedly the whole worker stops with an error instead of limping o
 * the lease watch kills every run once the server has been silent for longer than the lease, since
   by then the server has handed those runs to another worker;
 * the sampler measures each run's process tree every ``sample_interval`` seconds (off at 0); the
-  samples travel with the run's next report item.
+  samples go out with the run's log lines, and its totals (CPU seconds, peak memory) with its outcome.
 
 The runs themselves live in :mod:`taskyard.worker.runs`, the registration in
 :mod:`taskyard.worker.session`, the HTTP plumbing in :mod:`taskyard.worker.protocol`.

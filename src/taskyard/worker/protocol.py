@@ -78,6 +78,15 @@ def _retry_after(response: httpx.Response) -> float | None:
     return min(max(seconds, 0.0), 60.0)
 
 
+def _spring_error(response: httpx.Response, payload: object) -> ServerError:
+    """``{"timestamp", "status", "error", "message", "path"}``; it names no error code, so the status is the code."""
+    status = response.status_code
+    message = payload.get("message") if isinstance(payload, dict) else None
+    if not isinstance(message, str) or not message:
+        message = response.reason_phrase or "request failed"
+    return ServerError(status, f"HTTP_{status}", message, None, _retry_after(response))
+
+
 class ServerApi:
     """The server's API as the worker uses it: JSON in, the envelope's ``data`` out, failures as ServerError."""
 
@@ -100,8 +109,16 @@ class ServerApi:
             await self._client.aclose()
 
     async def call(
-        self, method: str, path: str, body: Json | None = None, *, timeout: float = REQUEST_TIMEOUT_SECONDS
+        self,
+        method: str,
+        path: str,
+        body: Json | None = None,
+        *,
+        timeout: float = REQUEST_TIMEOUT_SECONDS,
+        enveloped: bool = True,
     ) -> Json:
+        """The envelope's ``data``; with ``enveloped=False`` (the tracking endpoints, which answer bare
+        JSON and Spring-Boot-shaped errors) the whole JSON object."""
         response = await self._client.request(
             method,
             self.base_url + path,
@@ -117,8 +134,12 @@ class ServerApi:
         if 200 <= status < 300:
             if not isinstance(payload, dict):
                 raise ServerError(status, "BAD_RESPONSE", "the server's answer is not a JSON object")
+            if not enveloped:
+                return payload
             data = payload.get("data")
             return data if isinstance(data, dict) else {}
+        if not enveloped:
+            raise _spring_error(response, payload)
         error = payload.get("error") if isinstance(payload, dict) else None
         if not isinstance(error, dict):
             error = {}

@@ -1,7 +1,9 @@
 """Reporting runs back to the server: the shared buffer of logs and outcomes, and the flusher that sends it.
 
-All runs report through one buffer, so one request carries many runs. The flusher sends it in order,
-retries what the server could not take, and adapts to what the server refuses.
+All runs report through one buffer, so one request carries many runs. Log lines and process-tree
+samples go to the tracking endpoint (``POST /api/tracking/batch``), outcomes to the worker's report
+endpoint, always in that order. The flusher sends the buffer in order, retries what the server could not
+take, and adapts to what the server refuses.
 """
 
 from __future__ import annotations
@@ -28,14 +30,18 @@ FLUSH_LINES = 500
 FLUSH_DELAY_SECONDS = 0.1
 OUTCOME_DELAY_SECONDS = 0.01
 BUFFER_MAX_LINES = 50_000
-# Per request. The server accepts 10 MB bodies and 10,000 lines per run; lengths are counted in
-# characters, so the byte budget leaves room for multi-byte text.
+# Per request. The server accepts 10 MB bodies and 10,000 log lines and 10,000 samples per tracking
+# request; lengths are counted in characters, so the byte budget leaves room for multi-byte text.
 REQUEST_MAX_LINES = 5_000
+REQUEST_MAX_SAMPLES = 5_000
 REQUEST_MAX_CHARS = 2 * 1024 * 1024
 REQUEST_MAX_RUNS = 1_000
-# Process-tree samples per run and request (the server's limit); older ones are dropped beyond it.
+# Process-tree samples kept per run while they wait; older ones are dropped beyond it.
 MAX_SAMPLES = 1_000
-_LINE_OVERHEAD = 96  # keys, timestamp, level and stream around each message
+_LINE_OVERHEAD = 128  # run id, attempt, keys, timestamp, level and stream around each message
+_SAMPLE_SIZE = 160  # a whole sample, which has no free text
+
+TRACKING_PATH = "/tracking/batch"
 
 _FINAL_FLUSH_SECONDS = 10.0
 
@@ -75,14 +81,29 @@ class Pending:
         return not self.logs and not self.samples and self.final is None
 
     def to_json(self) -> Json:
-        body: Json = {"run_id": self.run_id, "attempt": self.attempt, "logs": list(self.logs)}
-        if self.samples:
-            body["samples"] = list(self.samples)
+        """The item of the report endpoint; only parts that carry an outcome are reported there."""
+        body: Json = {"run_id": self.run_id, "attempt": self.attempt}
         if self.final is not None:
             body.update(self.final)
         else:
             body["outcome"] = None
         return body
+
+    def tracking_logs(self) -> list[Json]:
+        run_id = str(self.run_id)
+        return [{"runId": run_id, "attempt": self.attempt, **line} for line in self.logs]
+
+    def tracking_samples(self) -> list[Json]:
+        run_id = str(self.run_id)
+        return [{"runId": run_id, **sample, "source": "worker"} for sample in self.samples]
+
+    def outcome_only(self) -> Pending | None:
+        """This part without its logs and samples (once they are delivered); None without an outcome."""
+        if self.final is None:
+            return None
+        part = Pending(self.run_id, self.attempt, self.since)
+        part.final, part.final_at = self.final, self.final_at
+        return part
 
 
 class ReportBuffer:
@@ -119,7 +140,7 @@ class ReportBuffer:
         self.changed.set()
 
     def add_samples(self, run_id: int, attempt: int, samples: list[Json]) -> None:
-        """Measurements of the run's process tree; they go with the run's next report item."""
+        """Measurements of the run's process tree; they go out with the run's next log lines."""
         if not samples:
             return
         self._entry(run_id, attempt).samples.extend(samples)
@@ -159,14 +180,17 @@ class ReportBuffer:
                 due = min(due, entry.final_at + OUTCOME_DELAY_SECONDS)
         return due
 
-    def take(self, max_lines: int, max_chars: int, max_runs: int) -> list[Pending]:
+    def take(
+        self, max_lines: int, max_chars: int, max_runs: int, max_samples: int = REQUEST_MAX_SAMPLES
+    ) -> list[Pending]:
         """Removes one request's worth, oldest first.
 
-        An outcome only comes along once every log line of its run is in the same request, which is
-        what guarantees the server sees a run's logs no later than its outcome.
+        An outcome only comes along once every log line and sample of its run is in the same request;
+        since the flusher delivers a request's logs before its outcomes, the server sees a run's logs no
+        later than its outcome.
         """
         batch: list[Pending] = []
-        lines_left, chars_left = max_lines, max_chars
+        lines_left, chars_left, samples_left = max_lines, max_chars, max_samples
         for key in list(self._entries):
             if len(batch) >= max_runs or lines_left <= 0 or chars_left <= 0:
                 break
@@ -182,9 +206,13 @@ class ReportBuffer:
                 lines_left -= 1
                 chars_left -= size
             self.lines -= len(part.logs)
-            part.samples.extend(entry.samples)
-            entry.samples.clear()
-            if not entry.logs and entry.final is not None:
+            while entry.samples and samples_left > 0:
+                if chars_left < _SAMPLE_SIZE and (batch or part.logs or part.samples):
+                    break
+                part.samples.append(entry.samples.popleft())
+                samples_left -= 1
+                chars_left -= _SAMPLE_SIZE
+            if not entry.logs and not entry.samples and entry.final is not None:
                 part.final, part.final_at = entry.final, entry.final_at
                 entry.final = entry.final_at = None
             if entry.idle:
@@ -249,6 +277,9 @@ class ReportBuffer:
 class ReportFlusher:
     """Sends the buffer to the server, oldest first, one request's worth at a time.
 
+    Each request's worth goes out in two steps: its log lines and samples to the tracking endpoint, then
+    its outcomes to the report endpoint, so the server never sees an outcome before the run's logs.
+
     ``reject`` is called for each attempt whose report the server refused: the run no longer holds its
     lease, so it has to be killed and its data dropped.
     """
@@ -262,6 +293,8 @@ class ReportFlusher:
         self._reject = reject
         self._request_max_lines = REQUEST_MAX_LINES
         self._request_max_chars = REQUEST_MAX_CHARS
+        self._request_max_samples = REQUEST_MAX_SAMPLES
+        self._request_max_runs = REQUEST_MAX_RUNS
 
     async def loop(self) -> None:
         """Sends whatever is due, for as long as the worker runs."""
@@ -289,37 +322,98 @@ class ReportFlusher:
         buffer = self._buffer
         if not self._session.registered.is_set():
             return False, None
-        batch = buffer.take(self._request_max_lines, self._request_max_chars, REQUEST_MAX_RUNS)
+        batch = buffer.take(
+            self._request_max_lines, self._request_max_chars, self._request_max_runs, self._request_max_samples
+        )
         if not batch:
             return True, None
         generation, worker_id = self._session.generation, self._session.worker_id
-        buffer.in_flight = batch
-        try:
-            data = await self._api.call(
-                "POST", f"/workers/{worker_id}/report", {"reports": [part.to_json() for part in batch]}
-            )
-        except ServerError as exc:
-            buffer.in_flight = []
-            return await self._refused(batch, exc, generation)
-        except httpx.HTTPError as exc:
-            buffer.in_flight = []
-            buffer.restore(batch)
-            self._api.unreachable("report", exc)
-            return False, None
-        except BaseException:
-            buffer.in_flight = []
-            buffer.restore(batch)
-            raise
-        buffer.in_flight = []
-        self._api.reachable()
-        attempts = {part.run_id: part.attempt for part in batch}
-        for item in data.get("rejected") or []:
-            if isinstance(item, dict) and isinstance(item.get("run_id"), int) and item["run_id"] in attempts:
-                self._reject(item["run_id"], attempts[item["run_id"]], str(item.get("message") or item.get("code")))
+        if any(part.logs or part.samples for part in batch):
+            stop = await self._track(batch)
+            if stop is not None:
+                return stop
+        # From here on only the outcomes may go back into the buffer: lines sent twice would be stored twice.
+        outcomes = [part for part in (part.outcome_only() for part in batch) if part is not None]
+        if outcomes:
+            stop = await self._report(outcomes, worker_id, generation)
+            if stop is not None:
+                return stop
         dropped = buffer.take_dropped()
         if dropped:
             logger.warning("dropped %d log line(s) while reports could not be delivered", dropped)
         return True, None
+
+    async def _track(self, batch: list[Pending]) -> tuple[bool, float | None] | None:
+        """Delivers the batch's log lines and samples. None when its outcomes may follow (the lines are
+        delivered, or refused for good); otherwise what :meth:`send` returns, with the batch restored."""
+        buffer = self._buffer
+        body: Json = {
+            "events": [],
+            "logs": [line for part in batch for line in part.tracking_logs()],
+            "samples": [sample for part in batch for sample in part.tracking_samples()],
+        }
+        answer = await self._deliver(batch, "tracking", TRACKING_PATH, body, enveloped=False)
+        if answer is None:
+            return False, None
+        if isinstance(answer, ServerError):
+            if answer.status == 413 and self._shrink():
+                buffer.restore(batch)
+                return True, None
+            if answer.status in (400, 404, 413, 422):
+                # The same body can only fail the same way (404: a run the server does not know). The
+                # outcomes still go: losing one means the run is executed again.
+                logger.error(
+                    "the server refused %d log line(s) and %d sample(s) of run(s) %s; dropping them: %s",
+                    len(body["logs"]),
+                    len(body["samples"]),
+                    ", ".join(str(part.run_id) for part in batch),
+                    answer,
+                )
+                return None
+            buffer.restore(batch)
+            self._api.refused("tracking", answer)
+            return False, answer.retry_after
+        return None
+
+    async def _deliver(
+        self, batch: list[Pending], what: str, path: str, body: Json, *, enveloped: bool = True
+    ) -> Json | ServerError | None:
+        """Posts ``body`` while ``batch`` is in flight: the answer, or the error the server answered with.
+        None when the server could not be reached; the batch is then back in the buffer."""
+        buffer = self._buffer
+        buffer.in_flight = batch
+        try:
+            answer = await self._api.call("POST", path, body, enveloped=enveloped)
+        except ServerError as exc:
+            return exc
+        except httpx.HTTPError as exc:
+            buffer.restore(batch)
+            self._api.unreachable(what, exc)
+            return None
+        except BaseException:
+            buffer.restore(batch)
+            raise
+        finally:
+            buffer.in_flight = []
+        self._api.reachable()
+        return answer
+
+    async def _report(
+        self, batch: list[Pending], worker_id: str | None, generation: int
+    ) -> tuple[bool, float | None] | None:
+        """Delivers the outcomes of ``batch`` (parts without logs or samples). None when they are done
+        with, otherwise what :meth:`send` returns."""
+        body: Json = {"reports": [part.to_json() for part in batch]}
+        data = await self._deliver(batch, "report", f"/workers/{worker_id}/report", body)
+        if data is None:
+            return False, None
+        if isinstance(data, ServerError):
+            return await self._refused(batch, data, generation)
+        attempts = {part.run_id: part.attempt for part in batch}
+        for item in data.get("rejected") or []:
+            if isinstance(item, dict) and isinstance(item.get("run_id"), int) and item["run_id"] in attempts:
+                self._reject(item["run_id"], attempts[item["run_id"]], str(item.get("message") or item.get("code")))
+        return None
 
     async def _refused(self, batch: list[Pending], exc: ServerError, generation: int) -> tuple[bool, float | None]:
         buffer = self._buffer
@@ -344,13 +438,7 @@ class ReportFlusher:
             # The reports belong to a registration the server no longer has; they are stale.
             await self._session.reregister(generation)
             return True, None
-        if exc.status == 413 and self._request_max_lines > 1:
-            self._request_max_lines = max(1, self._request_max_lines // 2)
-            self._request_max_chars = max(1, self._request_max_chars // 2)
-            logger.warning(
-                "report too large for the server; sending at most %d lines per request from now on",
-                self._request_max_lines,
-            )
+        if exc.status == 413 and self._shrink():
             buffer.restore(batch)
             return True, None
         if exc.status in (400, 413, 422):
@@ -365,6 +453,23 @@ class ReportFlusher:
         buffer.restore(batch)
         self._api.refused("report", exc)
         return False, exc.retry_after
+
+    def _shrink(self) -> bool:
+        """Halves what one request may carry; False when it already carries as little as it can."""
+        if max(self._request_max_lines, self._request_max_samples, self._request_max_runs) <= 1:
+            return False
+        self._request_max_lines = max(1, self._request_max_lines // 2)
+        self._request_max_chars = max(1, self._request_max_chars // 2)
+        self._request_max_samples = max(1, self._request_max_samples // 2)
+        self._request_max_runs = max(1, self._request_max_runs // 2)
+        logger.warning(
+            "request too large for the server; sending at most %d lines, %d samples and %d runs per request "
+            "from now on",
+            self._request_max_lines,
+            self._request_max_samples,
+            self._request_max_runs,
+        )
+        return True
 
     async def final_flush(self, flusher: asyncio.Task[None]) -> None:
         """Delivers what is left before the worker exits, within a deadline; ``flusher`` runs :meth:`loop`."""

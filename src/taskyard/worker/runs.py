@@ -35,6 +35,12 @@ logger = logging.getLogger("taskyard.worker")
 _ABORT_WAIT_MARGIN_SECONDS = 10.0
 
 
+def _set_event() -> asyncio.Event:
+    event = asyncio.Event()
+    event.set()
+    return event
+
+
 @dataclass(eq=False)
 class Execution:
     run_id: int
@@ -50,9 +56,12 @@ class Execution:
     silenced: bool = False
     server_abort: bool = False
     task: asyncio.Task[None] | None = None
-    # Set once the executor has started the run's process group (process executors only).
+    # Set once the executor has started the run's process group (process executors only), and taken
+    # away again once the run has ended.
     sampler: ProcessTreeSampler | None = None
-    sampling: bool = False
+    # Clear while a measurement runs in a thread; its samples are queued by the time it is set again.
+    between_samples: asyncio.Event = field(default_factory=_set_event)
+    sample_due: float = 0.0
 
 
 class Runs:
@@ -125,7 +134,9 @@ class Runs:
             env["TASKYARD_API_KEY"] = self.settings.api_key
 
         def started(pid: int) -> None:
+            # Not measured at once: CPU percent compares with a previous measurement, so it would say 0.
             ex.sampler = ProcessTreeSampler(pid)
+            ex.sample_due = time.monotonic() + self.settings.sample_interval
 
         return ExecutionSpec(
             run_id=ex.run_id,
@@ -168,8 +179,13 @@ class Runs:
                         # Executors promise not to raise; if one does, the run fails, not the worker.
                         logger.exception("the %s executor crashed on run %d", ex.task_type, ex.run_id)
                         result = ExecutionResult(Outcome.FAILED, None, f"worker error: {describe(exc)}", None)
-            if self.settings.sample_interval > 0:
-                await self.sample(ex)  # the last measurement goes with the outcome
+            sampler, ex.sampler = ex.sampler, None
+            if sampler is not None:
+                # The tree is gone by now, so what the measurements gathered while it ran goes with the
+                # outcome; a measurement still under way is waited for, so the totals come last and count it.
+                await ex.between_samples.wait()
+                if not ex.silenced and ex.lost is None:
+                    self._buffer.add_samples(ex.run_id, ex.attempt, sampler.totals())
             self._finish(ex, result)
         finally:
             self.executions.pop((ex.run_id, ex.attempt), None)
@@ -204,28 +220,38 @@ class Runs:
     # -- process-tree samples --------------------------------------------------------------------------
 
     async def sample(self, ex: Execution) -> None:
-        """Measures the run's process tree and queues the samples for its next report item."""
+        """Measures the run's process tree and queues the samples to go out with its next log lines."""
         sampler = ex.sampler
-        if sampler is None or ex.sampling or ex.silenced or ex.lost is not None:
+        if sampler is None or not ex.between_samples.is_set() or ex.silenced or ex.lost is not None:
             return
-        ex.sampling = True
+        ex.between_samples.clear()
         try:
             samples = await asyncio.to_thread(sampler.measure)
         except Exception:  # measuring must never break a run
             logger.debug("sampling run %d failed", ex.run_id, exc_info=True)
             return
         finally:
-            ex.sampling = False
+            ex.between_samples.set()
         if samples and not ex.silenced and ex.lost is None:
             self._buffer.add_samples(ex.run_id, ex.attempt, samples)
 
     async def sample_loop(self) -> None:
-        """Every ``sample_interval`` seconds, measures every run in progress."""
+        """Measures each run in progress every ``sample_interval`` seconds, counted from its start.
+
+        Counting from each run's own start (rather than one clock for all) is what makes sure a run that
+        lives longer than the interval is measured at least once, and so has totals to report.
+        """
         interval = self.settings.sample_interval
         while True:
-            await asyncio.sleep(interval)
+            now = time.monotonic()
             for ex in list(self.executions.values()):
-                await self.sample(ex)
+                if ex.sampler is not None and ex.sample_due <= now:
+                    ex.sample_due = now + interval
+                    await self.sample(ex)
+            # A run that starts while this sleeps is first due an interval after its start, so later.
+            now = time.monotonic()
+            due = [ex.sample_due for ex in self.executions.values() if ex.sampler is not None]
+            await asyncio.sleep(max(0.0, min([*due, now + interval]) - now))
 
     # -- stopping -----------------------------------------------------------------------------------
 

@@ -88,7 +88,7 @@ def sample() -> Sample:
 # A run's process tree
 
 SAMPLE_UNITS = {"cpu": "percent", "memory_mb": "MB", "disk_read_bytes": "bytes", "disk_write_bytes": "bytes",
-                "connections": "count"}
+                "connections": "count", "cpu_seconds": "seconds", "memory_peak_mb": "MB"}
 
 
 class ProcessTreeSampler:
@@ -97,11 +97,20 @@ class ProcessTreeSampler:
     The psutil.Process objects are kept from one measurement to the next, because CPU percent is the
     CPU time used since the previous call on the same object (a process seen for the first time counts
     0). Blocking (reads /proc): async callers run it in a thread.
+
+    Across measurements it also keeps the run's totals (:meth:`totals`), because by the time the run
+    has ended its processes are gone and cannot be asked any more.
     """
 
     def __init__(self, leader_pid: int) -> None:
         self.leader_pid = leader_pid
         self._known: dict[int, psutil.Process] = {}
+        # Per process, the CPU time last seen: a process that has exited keeps counting with it.
+        self._cpu_seconds: dict[psutil.Process, float] = {}
+        # Only whole values are assigned, so totals() may read them while a measurement runs in a thread.
+        self._cpu_seconds_total = 0.0
+        self._peak_rss = 0.0
+        self._measured = False
 
     def _tree(self) -> list[psutil.Process]:
         try:
@@ -131,6 +140,8 @@ class ProcessTreeSampler:
                         continue
                     cpu += proc.cpu_percent(None)
                     rss += proc.memory_info().rss
+                    times = proc.cpu_times()
+                    self._cpu_seconds[proc] = times.user + times.system
                     seen += 1
                     try:
                         io = proc.io_counters()
@@ -151,6 +162,9 @@ class ProcessTreeSampler:
                 continue
         if not seen:
             return []
+        self._cpu_seconds_total = sum(self._cpu_seconds.values())
+        self._peak_rss = max(self._peak_rss, rss)
+        self._measured = True
         at = (timestamp or datetime.now(UTC)).isoformat()
         values: dict[str, float] = {"cpu": round(cpu, 2), "memory_mb": round(rss / 2**20, 3)}
         if io_seen:
@@ -158,5 +172,15 @@ class ProcessTreeSampler:
             values["disk_write_bytes"] = written
         if connections_seen:
             values["connections"] = connections
+        return [{"name": name, "value": float(value), "unit": SAMPLE_UNITS[name], "timestamp": at}
+                for name, value in values.items()]
+
+    def totals(self, timestamp: datetime | None = None) -> list[dict[str, Any]]:
+        """CPU seconds used and peak resident memory of the tree, as far as the measurements saw them;
+        empty when none saw it."""
+        if not self._measured:
+            return []
+        at = (timestamp or datetime.now(UTC)).isoformat()
+        values = {"cpu_seconds": round(self._cpu_seconds_total, 3), "memory_peak_mb": round(self._peak_rss / 2**20, 3)}
         return [{"name": name, "value": float(value), "unit": SAMPLE_UNITS[name], "timestamp": at}
                 for name, value in values.items()]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StrictInt, StrictStr, field_validator
@@ -147,29 +146,9 @@ def _printable(value: Any) -> Any:
     return value
 
 
-class LogLineBody(_Clean):
-    timestamp: datetime | None = None  # ISO 8601; without an offset it is UTC
-    level: StrictStr = "info"
-    stream: StrictStr = "stdout"
-    message: StrictStr = Field(max_length=65_536)
-
-    _printable_message = field_validator("message", mode="before")(_printable)
-
-
-class SampleBody(_Clean):
-    """A measurement of the run's process tree by the worker (cpu, memory_mb, disk_*_bytes, connections)."""
-
-    name: StrictStr = Field(min_length=1, max_length=255)
-    value: float
-    unit: StrictStr | None = Field(None, max_length=32)
-    timestamp: datetime | None = None  # ISO 8601; without an offset it is UTC
-
-
 class RunReportBody(_Body):
     run_id: StrictInt
     attempt: StrictInt = Field(ge=1)
-    logs: list[LogLineBody] = Field(default_factory=list, max_length=10_000)
-    samples: list[SampleBody] = Field(default_factory=list, max_length=1000)
     outcome: Literal["completed", "failed", "timed_out", "aborted"] | None = None
     result: StrictStr | None = Field(None, max_length=1_000_000)
     error_message: StrictStr | None = Field(None, max_length=100_000)

@@ -77,9 +77,8 @@ async def poll(request: Request, worker_id: WorkerId, body: PollBody, core: Serv
 @router.post("/{worker_id}/report", dependencies=work)
 async def report(request: Request, worker_id: WorkerId, body: ReportBody, core: Services, scope: Scoped) -> Response:
     outcome = await core.workers.report(worker_id, [RunReport(
-        run_id=r.run_id, attempt=r.attempt, logs=[line.model_dump() for line in r.logs], outcome=r.outcome,
-        result=r.result, error_message=r.error_message, exit_code=r.exit_code,
-        samples=[sample.model_dump() for sample in r.samples]) for r in body.reports], scope=scope)
+        run_id=r.run_id, attempt=r.attempt, outcome=r.outcome, result=r.result, error_message=r.error_message,
+        exit_code=r.exit_code) for r in body.reports], scope=scope)
     if len(body.reports) == 1 and outcome.rejected and outcome.rejected[0]["code"] == StaleAttempt.code:
         raise StaleAttempt(outcome.rejected[0]["message"], run_id=outcome.rejected[0]["run_id"])
     return ok(request, {"accepted": outcome.accepted, "rejected": outcome.rejected})

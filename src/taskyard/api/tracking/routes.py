@@ -12,7 +12,7 @@ from starlette.responses import Response
 from taskyard.api.envelope import JSONResponse
 from taskyard.api.scheduler.common import NO_NUL, Services
 from taskyard.api.security import Scoped, allow
-from taskyard.api.tracking.schemas import BatchBody, EventBody, event_of, events_of, openapi_body
+from taskyard.api.tracking.schemas import BatchBody, EventBody, batch_of, event_of, openapi_body
 from taskyard.services.access import Permission
 from taskyard.services.tracking import MAX_LIST, StoredEvent, TrackingRun
 
@@ -32,7 +32,9 @@ async def record_event(request: Request, core: Services, scope: Scoped) -> Respo
 
 @router.post("/batch", dependencies=track, openapi_extra=openapi_body(BatchBody))
 async def record_batch(request: Request, core: Services, scope: Scoped) -> Response:
-    accepted = await core.tracking.record(events_of(await request.body()), project_id=scope.home)
+    batch = batch_of(await request.body())
+    accepted = await core.tracking.record(batch.events, logs=batch.logs, samples=batch.samples,
+                                          project_id=scope.home)
     return JSONResponse({"accepted": accepted})
 
 

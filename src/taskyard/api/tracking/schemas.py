@@ -9,6 +9,8 @@ error handler shapes them like any other.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -18,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from taskyard.api.scheduler.schemas import _storable
 from taskyard.services.tracking import MAX_BATCH, TrackingEvent
+from taskyard.services.tracking_lines import TrackingLog, TrackingSample
 
 Loc = tuple[str | int, ...]
 _INSTANT = TypeAdapter(datetime)
@@ -33,40 +36,103 @@ class EventBody(BaseModel):
     timestamp: datetime | None = None
 
 
-class BatchBody(BaseModel):
+class LogBody(BaseModel):
+    """A log line as printed or logged, of a run that exists (the worker sends what a run printed)."""
+
     model_config = ConfigDict(extra="ignore")
 
-    events: list[EventBody] = Field(max_length=MAX_BATCH)
+    run_id: str | int = Field(alias="runId")
+    message: str = Field(max_length=65_536)
+    level: str | None = None
+    stream: str | None = Field(None, description="stdout, stderr or system from the worker; sdk when absent")
+    attempt: int | None = None
+    timestamp: datetime | None = None
+    component: str | None = None
+    stage: str | None = None
+    details: dict[str, Any] | None = None
+
+
+class SampleBody(BaseModel):
+    """A measurement of a run that exists: `source` task (reported by its code) or worker (its process tree)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    run_id: str | int = Field(alias="runId")
+    name: str
+    value: float
+    unit: str | None = None
+    source: str | None = None
+    timestamp: datetime | None = None
+
+
+class BatchBody(BaseModel):
+    """Events, log lines and samples together, each list optional; stored in one transaction."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    events: list[EventBody] = Field(default_factory=list, max_length=MAX_BATCH)
+    logs: list[LogBody] = Field(default_factory=list, max_length=MAX_BATCH)
+    samples: list[SampleBody] = Field(default_factory=list, max_length=MAX_BATCH)
 
 
 def openapi_body(model: type[BaseModel]) -> dict[str, Any]:
-    """`openapi_extra` that documents `model` as the JSON request body of a route that reads it by hand."""
-    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-    schema.pop("$defs", None)
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+    """`openapi_extra` that documents `model` as the JSON request body of a route that reads it by hand
+    (nested models inlined, since they are not among the document's components)."""
+    schema = model.model_json_schema()
+    definitions = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return inline(definitions[ref.rsplit("/", 1)[1]])
+            return {key: inline(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [inline(item) for item in node]
+        return node
+
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": inline(schema)}}}}
 
 
 def event_of(body: bytes) -> TrackingEvent:
     """The body of POST /api/tracking/event."""
-    document = _document(body)
-    return _event(document, ("body",))
+    return _event(_document(body), ("body",))
 
 
-def events_of(body: bytes) -> list[TrackingEvent]:
-    """The body of POST /api/tracking/batch: `{"events": [...]}`."""
-    document = _document(body)
-    events = document.get("events")
-    if events is None:
+@dataclass(slots=True)
+class Batch:
+    events: list[TrackingEvent]
+    logs: list[TrackingLog]
+    samples: list[TrackingSample]
+
+
+def batch_of(body: bytes) -> Batch:
+    """The body of POST /api/tracking/batch: `{"events": [...], "logs": [...], "samples": [...]}`, each
+    list optional but one of them given."""
+    document = _document(body, sanitize_logs=True)
+    if not any(key in document for key in ("events", "logs", "samples")):
         raise _invalid("missing", ("body", "events"), "Field required", None)
-    if not isinstance(events, list):
-        raise _invalid("list_type", ("body", "events"), "Input should be a valid list", None)
-    if len(events) > MAX_BATCH:
-        raise _invalid("too_long", ("body", "events"),
-                       f"List should have at most {MAX_BATCH} items after validation, not {len(events)}", None)
-    return [_event(item, ("body", "events", index)) for index, item in enumerate(events)]
+    return Batch(events=[_event(item, loc) for item, loc in _items(document, "events")],
+                 logs=[_log(item, loc) for item, loc in _items(document, "logs")],
+                 samples=[_sample(item, loc) for item, loc in _items(document, "samples")])
 
 
-def _document(body: bytes) -> dict[str, Any]:
+def _items(document: dict[str, Any], key: str) -> Iterator[tuple[dict[str, Any], Loc]]:
+    items = document.get(key)
+    if items is None:
+        return
+    if not isinstance(items, list):
+        raise _invalid("list_type", ("body", key), "Input should be a valid list", None)
+    if len(items) > MAX_BATCH:
+        raise _invalid("too_long", ("body", key),
+                       f"List should have at most {MAX_BATCH} items after validation, not {len(items)}", None)
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise _invalid("dict_type", ("body", key, index), "Input should be a valid JSON object", None)
+        yield item, ("body", key, index)
+
+
+def _document(body: bytes, *, sanitize_logs: bool = False) -> dict[str, Any]:
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -76,6 +142,8 @@ def _document(body: bytes) -> dict[str, Any]:
     # orjson refuses lone surrogates and non-finite numbers itself; an escaped NUL is the one thing left
     # that the databases cannot store, and it can only come in as the six bytes of its escape.
     if b"\\u0000" in body:
+        if sanitize_logs:
+            _printable_messages(document.get("logs"))
         try:
             _storable(document)
         except ValueError as exc:
@@ -83,14 +151,34 @@ def _document(body: bytes) -> dict[str, Any]:
     return document
 
 
-def _event(item: Any, loc: Loc) -> TrackingEvent:
-    if not isinstance(item, dict):
-        raise _invalid("dict_type", loc, "Input should be a valid JSON object", None)
-    run_id = item.get("runId")
+def _printable_messages(logs: Any) -> None:
+    """What a task printed is kept, not refused: a NUL in a log line's message becomes U+FFFD."""
+    for item in logs if isinstance(logs, list) else ():
+        if isinstance(item, dict) and isinstance(item.get("message"), str):
+            item["message"] = item["message"].replace("\x00", "\ufffd")
+
+
+def _run_id(value: Any) -> Any:
     # A run id sent as a JSON number (TASKYARD_RUN_ID parsed by the caller) is the same id.
-    if isinstance(run_id, int) and not isinstance(run_id, bool):
-        run_id = str(run_id)
-    return TrackingEvent(run_id=run_id, function_name=item.get("functionName"),  # type: ignore[arg-type]
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def _log(item: dict[str, Any], loc: Loc) -> TrackingLog:
+    return TrackingLog(run_id=_run_id(item.get("runId")), message=item.get("message"),  # type: ignore[arg-type]
+                       level=item.get("level"), stream=item.get("stream"), attempt=item.get("attempt"),
+                       timestamp=_timestamp(item.get("timestamp"), (*loc, "timestamp")),
+                       component=item.get("component"), stage=item.get("stage"), details=item.get("details"))
+
+
+def _sample(item: dict[str, Any], loc: Loc) -> TrackingSample:
+    return TrackingSample(run_id=_run_id(item.get("runId")), name=item.get("name"),  # type: ignore[arg-type]
+                          value=item.get("value"), unit=item.get("unit"),  # type: ignore[arg-type]
+                          source=item.get("source"), timestamp=_timestamp(item.get("timestamp"), (*loc, "timestamp")))
+
+
+def _event(item: dict[str, Any], loc: Loc) -> TrackingEvent:
+    return TrackingEvent(run_id=_run_id(item.get("runId")),  # type: ignore[arg-type]
+                         function_name=item.get("functionName"),  # type: ignore[arg-type]
                          event_name=item.get("eventName"),  # type: ignore[arg-type]
                          data=item.get("data"), timestamp=_timestamp(item.get("timestamp"), (*loc, "timestamp")))
 
