@@ -85,10 +85,12 @@ class Interpretation:
         return not (self.logs or self.samples or self.progress or self.stages)
 
     async def apply(self, conn: AsyncConnection, *, now: datetime) -> None:
-        if self.stages:
-            await tracking_rows.upsert_stages(conn, await self._merged_stages(conn, now))
+        # Appends first, row locks (stages, the run's progress) last: two batches of the same run then
+        # wait for each other only for the few statements before commit, not for each other's appends.
         await tracking_rows.insert_logs(conn, self.logs)
         await tracking_rows.insert_samples(conn, self.samples)
+        if self.stages:
+            await tracking_rows.upsert_stages(conn, await self._merged_stages(conn, now))
         for run_id in sorted(self.progress):
             await tracking_rows.update_progress(conn, run_id, self.progress[run_id])
 

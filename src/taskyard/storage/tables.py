@@ -187,7 +187,7 @@ run_logs = Table(
     Column("details", JSONDocument),
 )
 Index("ix_run_logs_run_id", run_logs.c.run_id, run_logs.c.id)
-Index("ix_run_logs_timestamp", run_logs.c.timestamp)
+Index("ix_run_logs_timestamp", run_logs.c.timestamp, postgresql_using="brin")  # PostgreSQL: BRIN (0006)
 
 # Progress by stage, kept current as tracking events arrive so reads never replay the event stream.
 run_stages = Table(
@@ -220,7 +220,7 @@ run_samples = Table(
     Column("timestamp", UTCDateTime, nullable=False),
 )
 Index("ix_run_samples_run_id", run_samples.c.run_id, run_samples.c.name, run_samples.c.id)
-Index("ix_run_samples_timestamp", run_samples.c.timestamp)
+Index("ix_run_samples_timestamp", run_samples.c.timestamp, postgresql_using="brin")  # PostgreSQL: BRIN (0006)
 
 run_events = Table(
     "run_events",
@@ -233,7 +233,7 @@ run_events = Table(
     Column("timestamp", UTCDateTime, nullable=False),
 )
 Index("ix_run_events_run_id", run_events.c.run_id, run_events.c.id)
-Index("ix_run_events_timestamp", run_events.c.timestamp)
+Index("ix_run_events_timestamp", run_events.c.timestamp, postgresql_using="brin")  # PostgreSQL: BRIN (0006)
 
 workers = Table(
     "workers",
