@@ -1,29 +1,28 @@
-"""Tracking ingestion benchmark: how fast a real server takes tracking events, batched and one by one.
+"""Ingestion: how fast a real server takes tracking events, against the physical limit and the naive way.
 
-    python -m bench.ingest --events 50000
+    python -m bench ingest [--events 50000]
 
 For SQLite and PostgreSQL (a fresh database each), a real `taskyard server` is started and a run is
 triggered (no worker: events are accepted for a run in any status). Then:
 
 - batched: N events of the SDK's mix (progress, stage progress, logs, metrics, plain milestones) in
-  `POST /api/tracking/batch` requests of 1000, from 4 concurrent httpx clients → events/s;
-- naive: 2,000 events, one `POST /api/tracking/event` each, from the same 4 clients → events/s, and
-  the ratio batched / naive;
+  `POST /api/tracking/batch` requests of 1000, encoded before the clock starts, from 4 concurrent
+  httpx clients → events/s, and the server's CPU time per event (steadier than wall time here);
+- direct: the same rows (each event, and the log line or sample it means) written straight into the
+  same database by its driver, one transaction per 1000 events: the physical limit;
+- naive: 2,000 events, one `POST /api/tracking/event` each, from the same 4 clients → events/s;
 - visibility: from sending one event to seeing it in `GET /api/tracking/runs/{id}/events` (polled
   every 2 ms), p50 over 20 tries, on a second run so the list stays short.
 
 Every interpreted event also lands in its table (runs.progress, run_stages, run_logs, run_samples) in
-the same transaction, so these figures include that work. Results go to bench/results/ingest-<time>.json.
+the same transaction, so the batched figures include that work.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import os
 import statistics
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,8 +33,9 @@ import orjson
 import psutil
 
 from bench import _procs
+from bench._context import DATABASE_NAMES, Context
+from bench._report import Figure, Measured, Report
 
-RESULTS = Path(__file__).parent / "results"
 BATCH = 1000
 CLIENTS = int(os.environ.get("BENCH_CLIENTS", "4"))
 NAIVE_EVENTS = 2000
@@ -153,60 +153,102 @@ def visibility(url: str, run_id: str, tries: int) -> dict[str, float]:
     return {"p50_ms": round(statistics.median(delays), 2), "max_ms": round(max(delays), 2), "tries": len(delays)}
 
 
-def run_database(database: str, args: argparse.Namespace, root: Path) -> dict[str, Any]:
-    home = root / database
-    with _procs.database_for(database, args.postgres_url) as url_db:
+def direct_rows(run_id: int, events: list[dict[str, Any]], *, sqlite: bool) -> dict[str, list[tuple[Any, ...]]]:
+    """The rows the server stores for these events (each event, and the log line or sample it means),
+    as the database takes them: JSON as text; UTC timestamps as SQLite's text ("YYYY-MM-DD HH:MM:SS.ffffff")
+    or as ISO text that PostgreSQL's COPY reads into timestamptz."""
+    rows: dict[str, list[tuple[Any, ...]]] = {"run_events": [], "run_logs": [], "run_samples": []}
+    for event in events:
+        at = event["timestamp"]
+        if sqlite:
+            at = f"{at[:10]} {at[11:26]}"
+        data = event["data"]
+        rows["run_events"].append((run_id, 1, event["eventName"], orjson.dumps(data).decode(), at))
+        if event["eventName"] == "log":
+            rows["run_logs"].append((run_id, 1, at, data["level"], "sdk", data["message"], data["component"],
+                                     data["stage"], orjson.dumps(data["details"]).decode()))
+        elif event["eventName"] == "metric":
+            rows["run_samples"].append((run_id, data["name"], data["value"], data["unit"], "task", at))
+    return rows
+
+
+COLUMNS = {"run_events": ("run_id", "project_id", "name", "data", "timestamp"),
+           "run_logs": ("run_id", "attempt", "timestamp", "level", "stream", "message", "component", "stage",
+                        "details"),
+           "run_samples": ("run_id", "name", "value", "unit", "source", "timestamp")}
+
+
+def direct(database: str, url_db: str | None, home: Path, run_id: int, n: int) -> dict[str, float]:
+    """The physical limit: the same rows written straight into the database by its driver in transactions
+    of one batch each (COPY on PostgreSQL, executemany on SQLite), no server in between."""
+    batches = [direct_rows(run_id, make_events(str(run_id), min(BATCH, n - start), start),
+                           sqlite=database != "postgres") for start in range(0, n, BATCH)]
+    if database == "postgres":
+        import psycopg
+
+        assert url_db is not None
+        with psycopg.connect(url_db) as conn:
+            started = time.perf_counter()
+            for batch in batches:
+                with conn.cursor() as cursor:
+                    for table, rows in batch.items():
+                        names = ", ".join(f'"{c}"' for c in COLUMNS[table])
+                        with cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+                            for row in rows:
+                                copy.write_row(row)
+                conn.commit()
+            seconds = time.perf_counter() - started
+    else:
+        import sqlite3
+
+        conn = sqlite3.connect(home / "taskyard.db", isolation_level=None)
+        try:
+            conn.execute("PRAGMA synchronous=NORMAL")
+            started = time.perf_counter()
+            for batch in batches:
+                conn.execute("BEGIN IMMEDIATE")
+                for table, rows in batch.items():
+                    marks = ", ".join("?" for _ in COLUMNS[table])
+                    names = ", ".join(f'"{c}"' for c in COLUMNS[table])
+                    conn.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)
+                conn.execute("COMMIT")
+            seconds = time.perf_counter() - started
+        finally:
+            conn.close()
+    return {"events": n, "seconds": round(seconds, 3), "events_per_second": round(n / seconds, 1)}
+
+
+def run_database(ctx: Context, database: str, events: int, naive_events: int) -> dict[str, Any]:
+    home = ctx.home(f"ingest-{database}")
+    with _procs.database_for(database, ctx.postgres_url) as url_db:
         server, url = _procs.start_server(home, url_db)
         try:
             run_id = trigger_run(url, "ingest")
-            runs = [asyncio.run(batched(url, run_id, args.events, server.pid)) for _ in range(args.repeat)]
-            result: dict[str, Any] = {"batched": _median(runs), "batched_runs": runs}
-            result["naive"] = asyncio.run(naive(url, trigger_run(url, "ingest-naive"), args.naive_events))
-            result["ratio"] = round(result["batched"]["events_per_second"]
-                                    / result["naive"]["events_per_second"], 1)
+            result: dict[str, Any] = {
+                "batched": [asyncio.run(batched(url, run_id, events, server.pid)) for _ in range(ctx.repeat)]}
+            result["direct"] = [direct(database, url_db, home, int(run_id), events) for _ in range(ctx.repeat)]
+            result["naive"] = asyncio.run(naive(url, trigger_run(url, "ingest-naive"), naive_events))
             result["visibility"] = visibility(url, trigger_run(url, "ingest-probe"), VISIBILITY_TRIES)
             return result
         finally:
             _procs.stop(server)
 
 
-def _median(runs: list[dict[str, float]]) -> dict[str, float]:
-    """The repetition with the median rate, and the spread of the rates."""
-    ordered = sorted(runs, key=lambda r: r["events_per_second"])
-    rates = [r["events_per_second"] for r in ordered]
-    return {**ordered[len(ordered) // 2], "min_events_per_second": rates[0], "max_events_per_second": rates[-1]}
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=50_000)
-    parser.add_argument("--naive-events", type=int, default=NAIVE_EVENTS)
-    parser.add_argument("--repeat", type=int, default=3, help="repetitions of the batched run; the median is kept")
-    parser.add_argument("--databases", default="sqlite,postgres")
-    parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/test")
-    args = parser.parse_args()
-
-    report: dict[str, Any] = {"args": vars(args), "batch": BATCH, "clients": CLIENTS, "taskyard": {}}
-    with tempfile.TemporaryDirectory(prefix="taskyard-bench-") as tmp:
-        for database in [d.strip() for d in args.databases.split(",") if d.strip()]:
-            report["taskyard"][database] = run_database(database, args, Path(tmp))
-    print_table(report)
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"ingest-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps(report, indent=2))
-    print(f"\nwritten to {out}")
-
-
-def print_table(report: dict[str, Any]) -> None:
-    print(f"\n{'database':<12}{'batched ev/s':>14}{'spread':>18}{'cpu us/ev':>11}{'one-by-one ev/s':>17}"
-          f"{'ratio':>8}{'visible p50 ms':>16}")
-    for database, result in report["taskyard"].items():
-        batch = result["batched"]
-        spread = f"{batch['min_events_per_second']:.0f}-{batch['max_events_per_second']:.0f}"
-        print(f"{database:<12}{batch['events_per_second']:>14}{spread:>18}{batch['server_cpu_us_per_event']:>11}"
-              f"{result['naive']['events_per_second']:>17}{str(result['ratio']) + 'x':>8}"
-              f"{result['visibility']['p50_ms']:>16}")
-
-
-if __name__ == "__main__":
-    main()
+def run(ctx: Context, report: Report, events: int | None = None) -> None:
+    events = events or ctx.size(50_000, 500)
+    naive_events = ctx.size(NAIVE_EVENTS, 20)
+    report.raw["ingest"] = {"events": events, "batch": BATCH, "clients": CLIENTS}
+    for database in ctx.databases:
+        result = run_database(ctx, database, events, naive_events)
+        report.raw["ingest"][database] = result
+        ours = Measured.of([r["events_per_second"] for r in result["batched"]])
+        name = DATABASE_NAMES[database]
+        cpu = statistics.median(r["server_cpu_us_per_event"] for r in result["batched"])
+        report.add(Figure("ingest", f"{name} batch endpoint vs direct", "events/s", ours,
+                          "bulk insert straight into the db",
+                          Measured.of([r["events_per_second"] for r in result["direct"]]),
+                          note=f"server CPU {cpu} us/event"))
+        report.add(Figure("ingest", f"{name} batch endpoint vs naive", "events/s", ours,
+                          "one request per event", Measured.of([result["naive"]["events_per_second"]])))
+        report.add(Figure("ingest", f"{name} sent to visible p50", "ms",
+                          Measured.of([result["visibility"]["p50_ms"]]), better="lower"))
