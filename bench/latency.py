@@ -21,7 +21,7 @@ from bench._report import Figure, Measured, Report, percentile
 from bench.peers import celery_peer
 from bench.throughput import create_noop
 
-IDLE_CONCURRENCY = 4
+IDLE_CONCURRENCY = int(__import__("os").environ.get("BENCH_IDLE_CONCURRENCY", "4"))
 
 
 def taskyard(ctx: Context, database: str, samples: int, rate: float) -> list[dict[str, float]]:

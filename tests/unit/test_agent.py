@@ -31,6 +31,11 @@ from taskyard.worker.agent import WorkerAgent
 # Tests
 
 
+@pytest.fixture
+def fake() -> FakeServer:
+    return FakeServer()
+
+
 async def test_shell_run_completes_with_logs_before_outcome(fake: FakeServer) -> None:
     run_id = fake.add_run(
         'echo "id=$TASKYARD_RUN_ID uuid=$TASKYARD_RUN_UUID attempt=$TASKYARD_ATTEMPT '

@@ -27,6 +27,11 @@ from taskyard.worker.session import Session
 # The flusher against the fake, without an agent around it
 
 
+@pytest.fixture
+def fake() -> FakeServer:
+    return FakeServer()
+
+
 @contextlib.asynccontextmanager
 async def flusher_for(fake: FakeServer, *runs: int) -> AsyncIterator[tuple[ReportBuffer, ReportFlusher, list[int]]]:
     """A flusher registered as worker "w", whose ``runs`` the fake knows and hands to it."""

@@ -73,7 +73,7 @@ class RunLifecycle:
         if slot is not None:
             await slot.commit()
         await run_rows.add_waits(conn, run_id, waits)
-        await task_rows.update_task(conn, task.id, {"last_run_at": now})
+        await task_rows.touch_last_run(conn, task.id, now)
         if status is RunStatus.QUEUED:
             await run_rows.notify(conn)
         run = await run_rows.get_run(conn, run_id)

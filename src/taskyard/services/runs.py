@@ -65,7 +65,7 @@ class RunService:
                                          parameters=parameters,
                                          priority=Priority(priority) if priority else None,
                                          timeout_seconds=timeout_seconds, reason="triggered")
-            average = (await task_rows.statistics(conn, task_id))["average_execution_time"]
+            average = await task_rows.recent_average_execution_time(conn, task_id)
         assert run is not None
         self.core.publish(lifecycle)
         return Triggered(run, average)

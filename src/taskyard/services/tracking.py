@@ -190,7 +190,7 @@ class TrackingService:
         if created is None:  # a concurrent first event of the same runId won
             run = await event_rows.run_by_external_id(conn, project_id, event.run_id)
         else:
-            await task_rows.update_task(conn, task.id, {"last_run_at": now})
+            await task_rows.touch_last_run(conn, task.id, now)
             run = await run_rows.get_run(conn, created)
         assert run is not None
         return run

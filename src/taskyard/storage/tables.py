@@ -147,6 +147,7 @@ Index("ix_runs_task_id_created_at", runs.c.task_id, runs.c.created_at)
 Index("ix_runs_worker_id_status", runs.c.worker_id, runs.c.status)
 Index("ix_runs_created_at", runs.c.created_at)
 Index("ix_runs_status_completed_at", runs.c.status, runs.c.completed_at)
+Index("ix_runs_task_status_completed_at", runs.c.task_id, runs.c.status, runs.c.completed_at)
 Index("ix_runs_lease", runs.c.lease_expires_at, sqlite_where=text("status = 'running'"),
       postgresql_where=text("status = 'running'"))
 

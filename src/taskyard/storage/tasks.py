@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, case, delete, func, insert, or_, select, true, update
@@ -64,6 +64,22 @@ async def name_taken(conn: AsyncConnection, name: str, project_id: int, except_i
 
 async def update_task(conn: AsyncConnection, task_id: int, values: dict[str, Any]) -> None:
     await conn.execute(update(tasks).where(tasks.c.id == task_id, live).values(**values))
+
+
+# How stale `last_run_at` may get under a burst of runs of one task.
+LAST_RUN_RESOLUTION = timedelta(seconds=1)
+
+
+async def touch_last_run(conn: AsyncConnection, task_id: int, now: datetime) -> None:
+    """Move the task's `last_run_at` to `now`, unless it is already within LAST_RUN_RESOLUTION of it.
+
+    Every run of a task used to update the task's row, so a burst of triggers of one task queued up
+    behind that row's lock (and each one's commit) on PostgreSQL: ~100 triggers/s whatever the load.
+    A row that does not match the condition is not locked."""
+    await conn.execute(update(tasks).where(
+        tasks.c.id == task_id, live,
+        or_(tasks.c.last_run_at.is_(None), tasks.c.last_run_at <= now - LAST_RUN_RESOLUTION),
+    ).values(last_run_at=now))
 
 
 async def dependencies_of(conn: AsyncConnection, task_ids: list[int]) -> dict[int, list[int]]:
@@ -146,6 +162,16 @@ async def statistics(conn: AsyncConnection, task_id: int) -> dict[str, Any]:
         "aborted_runs": int(row["aborted_runs"] or 0),
         "average_execution_time": round(float(row["avg"]), 3) if row["avg"] is not None else None,
     }
+
+
+async def recent_average_execution_time(conn: AsyncConnection, task_id: int, sample: int = 50) -> float | None:
+    """Mean execution time of the task's newest `sample` completed runs: an index range scan
+    (ix_runs_task_status_completed_at), so triggering stays as cheap with a million stored runs as with ten."""
+    recent = (select(runs.c.execution_time.label("seconds"))
+              .where(runs.c.task_id == task_id, runs.c.status == RunStatus.COMPLETED)
+              .order_by(runs.c.completed_at.desc()).limit(sample).subquery())
+    value = (await conn.execute(select(func.avg(recent.c.seconds)))).scalar_one_or_none()
+    return round(float(value), 3) if value is not None else None
 
 
 async def due_tasks(conn: AsyncConnection, now: datetime, limit: int) -> list[Task]:
