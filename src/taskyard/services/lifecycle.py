@@ -65,19 +65,17 @@ class RunLifecycle:
             "idempotency_key": idempotency_key, "created_at": now, "updated_at": now,
             "queued_at": now if status is RunStatus.QUEUED else None,
         }
-        run_id = await run_rows.insert_run(conn, values, reason=reason, on_conflict_skip=scheduled_for is not None)
-        if run_id is None:
+        run = await run_rows.insert_run(conn, values, reason=reason, on_conflict_skip=scheduled_for is not None)
+        if run is None:
             if slot is not None:
                 await slot.rollback()
             return None
         if slot is not None:
             await slot.commit()
-        await run_rows.add_waits(conn, run_id, waits)
+        await run_rows.add_waits(conn, run.id, waits)
         await task_rows.touch_last_run(conn, task.id, now)
         if status is RunStatus.QUEUED:
             await run_rows.notify(conn)
-        run = await run_rows.get_run(conn, run_id)
-        assert run is not None
         return run
 
     async def _plan_dependencies(self, conn: AsyncConnection, task: Task, *, now: datetime) -> list[int]:

@@ -25,21 +25,22 @@ def in_project(project_id: int | None) -> Any:
 
 
 async def insert_run(conn: AsyncConnection, values: dict[str, Any], *, reason: str | None = None,
-                     on_conflict_skip: bool = False) -> int | None:
-    """Insert one run and its first history row. With on_conflict_skip a second insert of the same
-    cron slot returns None instead of failing, so two schedulers can never fire a slot twice."""
+                     on_conflict_skip: bool = False) -> Run | None:
+    """Insert one run and its first history row; the stored run comes back from the INSERT itself (no
+    read after it). With on_conflict_skip a second insert of the same cron slot returns None instead of
+    failing, so two schedulers can never fire a slot twice."""
     if on_conflict_skip:
         dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
         stmt: Any = dialect_insert(runs).values(**values).on_conflict_do_nothing(
             index_elements=["task_id", "scheduled_for"])
     else:
         stmt = insert(runs).values(**values)
-    run_id = (await conn.execute(stmt.returning(runs.c.id))).scalar_one_or_none()
-    if run_id is None:
+    row = (await conn.execute(stmt.returning(*runs.c))).mappings().first()
+    if row is None:
         return None
-    await conn.execute(insert(run_history).values(run_id=run_id, attempt=0, status=values["status"],
+    await conn.execute(insert(run_history).values(run_id=row["id"], attempt=0, status=values["status"],
                                                   at=values["created_at"], reason=reason))
-    return int(run_id)
+    return Run.from_row(row)
 
 
 async def get_run(conn: AsyncConnection, run_id: int, *, project_id: int | None = None) -> Run | None:
