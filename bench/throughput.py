@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -90,9 +91,12 @@ def taskyard(ctx: Context, database: str, runs: int) -> list[dict[str, float]]:
     return results
 
 
+def rates(results: list[dict[str, Any]]) -> Measured:
+    return Measured.of([r["runs_per_second"] for r in results])
+
+
 def run(ctx: Context, report: Report, runs: int | None = None) -> None:
     runs = runs or ctx.size(20_000, 40)
-    rates = lambda results: Measured.of([r["runs_per_second"] for r in results])  # noqa: E731
     celery = {pool: [celery_peer.throughput(ctx.home(f"celery-{pool}"), runs=runs, workers=ctx.workers,
                                             concurrency=ctx.concurrency, pool=pool) for _ in range(ctx.repeat)]
               for pool in ("prefork", "threads")}

@@ -22,6 +22,7 @@ from typing import Any
 
 import psutil
 
+from bench._report import percentile
 from bench.peers._peer_procs import JsonLineDriver, stop_all, tail
 
 VENV = Path(__file__).resolve().parent.parent / ".venv-celery"
@@ -282,11 +283,6 @@ def throughput(home: Path, *, runs: int, workers: int, concurrency: int, pool: s
             "first_result_seconds": round(done["first"] - launched, 3)}
 
 
-def run(home: Path, *, runs: int, workers: int, concurrency: int) -> dict[str, Any]:
-    """The original entry point: throughput with the prefork pool."""
-    return throughput(home, runs=runs, workers=workers, concurrency=concurrency, pool="prefork")
-
-
 def latency(home: Path, *, samples: int, rate: float, concurrency: int = 4) -> dict[str, Any]:
     """Trigger-to-start with one idle, ready prefork worker: tasks sent one at a time at `rate` per second; each
     sample is the task body's first time.time() minus the driver's time.time() just before apply_async."""
@@ -303,9 +299,8 @@ def latency(home: Path, *, samples: int, rate: float, concurrency: int = 4) -> d
                                             timeout=60)["ms"]
     finally:
         _finish(driver, procs)
-    ordered = sorted(waits)
-    return {"p50_ms": round(statistics.median(ordered), 2),
-            "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 2), "samples": len(ordered)}
+    return {"p50_ms": round(statistics.median(waits), 2), "p99_ms": round(percentile(waits, 0.99), 2),
+            "samples": len(waits)}
 
 
 def idle_memory(home: Path, *, concurrency: int) -> dict[str, Any]:

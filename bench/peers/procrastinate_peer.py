@@ -8,17 +8,16 @@ workers start and the clock runs until every job has finished, as seen from proc
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
-import secrets
-import signal
 import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+
+from bench import _procs
+from bench.peers._peer_procs import tail
 
 VENV = Path(__file__).resolve().parent.parent / ".venv-procrastinate"
 # Newest 2.x or 3.x that installs; psycopg's binary build so the venv needs no libpq headers or compiler.
@@ -86,31 +85,6 @@ def ensure_venv() -> Path:
     return python
 
 
-def _database_url(admin_url: str, name: str) -> str:
-    parts = urlsplit(admin_url)
-    return urlunsplit(parts._replace(path=f"/{name}"))
-
-
-def _tail(path: Path, chars: int = 2000) -> str:
-    with contextlib.suppress(OSError):
-        return path.read_text(errors="replace")[-chars:]
-    return ""
-
-
-def _stop(proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
-    # Signal the whole session so a `true` still running under a worker goes too.
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)
-
-
 def throughput(home: Path, *, postgres_url: str, runs: int, workers: int, concurrency: int,
                ) -> dict[str, float | int | str]:
     """Drain `runs` pre-enqueued no-op jobs with `workers` Procrastinate worker processes of `concurrency` each.
@@ -122,52 +96,50 @@ def throughput(home: Path, *, postgres_url: str, runs: int, workers: int, concur
 
     python = ensure_venv()
     home.mkdir(parents=True, exist_ok=True)
-    name = f"bench_procrastinate_{secrets.token_hex(4)}"
-    db_url = _database_url(postgres_url, name)
     env = {**os.environ, "PYTHONPATH": str(home)}
-    with psycopg.connect(postgres_url, autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
     procs: list[subprocess.Popen[bytes]] = []
-    try:
-        (home / f"{APP_MODULE}.py").write_text(APP.format(conninfo=db_url, pool_size=concurrency + 2))
+    with _procs.database_for("postgres", postgres_url) as db_url:
+        assert db_url is not None
         try:
-            enqueued = subprocess.run([str(python), "-c", ENQUEUE, str(runs)], cwd=home, env=env,
-                                      capture_output=True, text=True, timeout=max(60, runs / 50))
-        except subprocess.TimeoutExpired as exc:
-            raise RuntimeError(f"procrastinate: enqueueing {runs} jobs took over {exc.timeout:.0f} s") from exc
-        if enqueued.returncode != 0:
-            raise RuntimeError(f"procrastinate: enqueueing failed: {enqueued.stderr[-2000:]}")
-        version = enqueued.stdout.strip().splitlines()[-1]
+            (home / f"{APP_MODULE}.py").write_text(APP.format(conninfo=db_url, pool_size=concurrency + 2))
+            try:
+                enqueued = subprocess.run([str(python), "-c", ENQUEUE, str(runs)], cwd=home, env=env,
+                                          capture_output=True, text=True, timeout=max(60, runs / 50))
+            except subprocess.TimeoutExpired as exc:
+                raise RuntimeError(f"procrastinate: enqueueing {runs} jobs took over {exc.timeout:.0f} s") from exc
+            if enqueued.returncode != 0:
+                raise RuntimeError(f"procrastinate: enqueueing failed: {enqueued.stderr[-2000:]}")
+            version = enqueued.stdout.strip().splitlines()[-1]
 
-        # Connected before the clock starts so the first poll does not pay for it.
-        with psycopg.connect(db_url, autocommit=True) as conn:
-            started = time.perf_counter()
-            deadline = started + max(60, runs / 5)
-            for i in range(workers):
-                log = home / f"procrastinate-worker-{i}.log"
-                with log.open("wb") as out:
-                    procs.append(subprocess.Popen(
-                        [str(python), "-m", "procrastinate", "--app", f"{APP_MODULE}.app", "--log-level", "warning",
-                         "worker", "--name", f"bench-{i}", "--concurrency", str(concurrency)],
-                        cwd=home, env=env, stdout=out, stderr=out, start_new_session=True))
-            while True:
-                row = conn.execute("SELECT count(*), count(*) FILTER (WHERE status = 'failed') FROM procrastinate_jobs"
-                                   " WHERE status IN ('succeeded', 'failed')").fetchone()
-                done, failed = (int(row[0]), int(row[1])) if row else (0, 0)
-                if done >= runs:
-                    break
-                for i, proc in enumerate(procs):
-                    if proc.poll() is not None:
-                        raise RuntimeError(f"procrastinate worker {i} exited with {proc.returncode} after {done}/{runs}"
-                                           f" jobs: {_tail(home / f'procrastinate-worker-{i}.log')}")
-                if time.perf_counter() > deadline:
-                    raise RuntimeError(f"procrastinate: only {done}/{runs} jobs finished in {deadline - started:.0f} s")
-                time.sleep(0.05)
-            seconds = time.perf_counter() - started
-    finally:
-        for proc in procs:
-            _stop(proc)
-        with contextlib.suppress(psycopg.Error), psycopg.connect(postgres_url, autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            # Connected before the clock starts so the first poll does not pay for it.
+            with psycopg.connect(db_url, autocommit=True) as conn:
+                started = time.perf_counter()
+                deadline = started + max(60, runs / 5)
+                for i in range(workers):
+                    log = home / f"procrastinate-worker-{i}.log"
+                    with log.open("wb") as out:
+                        procs.append(subprocess.Popen(
+                            [str(python), "-m", "procrastinate", "--app", f"{APP_MODULE}.app", "--log-level",
+                             "warning", "worker", "--name", f"bench-{i}", "--concurrency", str(concurrency)],
+                            cwd=home, env=env, stdout=out, stderr=out, start_new_session=True))
+                while True:
+                    row = conn.execute("SELECT count(*), count(*) FILTER (WHERE status = 'failed')"
+                                       " FROM procrastinate_jobs WHERE status IN ('succeeded', 'failed')").fetchone()
+                    done, failed = (int(row[0]), int(row[1])) if row else (0, 0)
+                    if done >= runs:
+                        break
+                    for i, proc in enumerate(procs):
+                        if proc.poll() is not None:
+                            raise RuntimeError(f"procrastinate worker {i} exited with {proc.returncode} after "
+                                               f"{done}/{runs} jobs: {tail(home / f'procrastinate-worker-{i}.log')}")
+                    if time.perf_counter() > deadline:
+                        raise RuntimeError(f"procrastinate: only {done}/{runs} jobs finished in "
+                                           f"{deadline - started:.0f} s")
+                    time.sleep(0.05)
+                seconds = time.perf_counter() - started
+        finally:
+            # Each worker's whole session, so a `true` still running under it goes too.
+            for proc in procs:
+                _procs.stop(proc)
     return {"runs": runs, "seconds": round(seconds, 3), "runs_per_second": round(runs / seconds, 1), "failed": failed,
             "workers": workers, "concurrency": concurrency, "version": version}

@@ -81,13 +81,9 @@ class Pending:
         return not self.logs and not self.samples and self.final is None
 
     def to_json(self) -> Json:
-        """The item of the report endpoint; only parts that carry an outcome are reported there."""
-        body: Json = {"run_id": self.run_id, "attempt": self.attempt}
-        if self.final is not None:
-            body.update(self.final)
-        else:
-            body["outcome"] = None
-        return body
+        """The item of the report endpoint, where only parts that carry an outcome go."""
+        assert self.final is not None
+        return {"run_id": self.run_id, "attempt": self.attempt, **self.final}
 
     def tracking_logs(self) -> list[Json]:
         run_id = str(self.run_id)
