@@ -18,7 +18,7 @@ import orjson
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from taskyard.api.scheduler.schemas import _storable
+from taskyard.api.scheduler.schemas import _printable, _storable
 from taskyard.services.tracking import MAX_BATCH, TrackingEvent
 from taskyard.services.tracking_lines import TrackingLog, TrackingSample
 
@@ -155,7 +155,7 @@ def _printable_messages(logs: Any) -> None:
     """What a task printed is kept, not refused: a NUL in a log line's message becomes U+FFFD."""
     for item in logs if isinstance(logs, list) else ():
         if isinstance(item, dict) and isinstance(item.get("message"), str):
-            item["message"] = item["message"].replace("\x00", "\ufffd")
+            item["message"] = _printable(item["message"])
 
 
 def _run_id(value: Any) -> Any:
