@@ -207,3 +207,49 @@ async def test_two_schedulers_with_dependencies_fire_once(core, clock, database_
     [run] = await _cron_runs(core, task.id)
     [dep] = await _cron_runs(core, upstream.id)
     assert (await core.runs.get(run.id)).waiting_on == [dep.id]
+
+
+async def test_many_tasks_due_together_fire_in_one_tick_each_once(core, clock) -> None:
+    """A minute shared by many schedules is fired set-wise; a task with dependencies still waits on them."""
+    every_minute = [await make_task(core, schedule="* * * * *") for _ in range(120)]
+    every_second = [await make_task(core, schedule=f"* * * * * {i}") for i in (0, 30)]
+    upstream = await make_task(core)
+    dependent = await make_task(core, schedule="* * * * *", dependencies=[upstream.id])
+    clock.advance(60)
+    assert await core.scheduling.tick() == 120 + 2 + 1  # (the upstream run the dependent's triggered aside)
+    assert await core.scheduling.tick() == 0
+
+    for task, slot in [(t, _at(12, 1)) for t in every_minute[:3]] + [(every_second[0], _at(12, 1)),
+                                                                      (every_second[1], _at(12, 0, 30))]:
+        (run,) = await _cron_runs(core, task.id)
+        assert run.scheduled_for == slot and run.status is RunStatus.QUEUED
+        detail = await core.runs.get(run.id)
+        assert [(h["status"], h["reason"]) for h in detail.history] == [("queued", f"cron slot {slot.isoformat()}")]
+        assert (await core.tasks.get(task.id)).task.last_run_at == clock.now
+    (waiting,) = await _cron_runs(core, dependent.id)
+    assert waiting.status is RunStatus.PENDING
+    assert (await core.tasks.get(every_minute[0].id)).task.next_run_at == _at(12, 2)
+    assert (await core.tasks.get(every_second[1].id)).task.next_run_at == _at(12, 1, 30)
+    assert len(await _cron_runs(core, upstream.id)) == 1
+
+    clock.advance(30)
+    assert await core.scheduling.tick() == 1  # only the schedule on second 30
+    clock.advance(30)
+    assert await core.scheduling.tick() == 120 + 1 + 1
+    assert len(await _cron_runs(core, upstream.id)) == 1  # the dependent's second run shares the one in flight
+
+
+async def test_a_run_fired_set_wise_is_the_run_create_makes(core, clock) -> None:
+    """The set-wise firing builds runs in SQL from the task's row: they must not drift from `create`'s."""
+    task = await make_task(core, schedule="* * * * *", priority="high", timeout_seconds=77, retry_count=2)
+    clock.advance(60)
+    assert await core.scheduling.tick() == 1
+    (fired,) = await _cron_runs(core, task.id)
+    async with core.db.write() as conn:
+        made = await core.lifecycle().create(conn, (await task_rows.get_task(conn, task.id)), now=clock.now,
+                                             trigger=TriggerKind.CRON, scheduled_for=_at(12, 0))
+    assert made is not None
+    differ = {"id", "uuid", "scheduled_for"}
+    assert {k: v for k, v in vars(fired).items() if k not in differ} == {
+        k: v for k, v in vars(made).items() if k not in differ}
+    assert fired.uuid != made.uuid and len(fired.uuid) == 36

@@ -20,6 +20,7 @@ from taskyard.domain.status import (
     check_transition,
     sources_of,
 )
+from taskyard.storage import cron as cron_rows
 from taskyard.storage import runs as run_rows
 from taskyard.storage import tasks as task_rows
 
@@ -54,17 +55,9 @@ class RunLifecycle:
         slot = await conn.begin_nested() if scheduled_for is not None else None
         waits = await self._plan_dependencies(conn, task, now=now)
         status = RunStatus.PENDING if waits else RunStatus.QUEUED
-        chosen = priority or task.priority
-        values = {
-            "uuid": str(uuid.uuid4()), "project_id": task.project_id, "task_id": task.id, "task_name": task.name,
-            "task_type": task.task_type, "status": status, "priority": chosen,
-            "priority_rank": chosen.rank, "parameters": parameters or {},
-            "timeout_seconds": timeout_seconds or task.timeout_seconds,
-            "max_retries": task.retry_count, "retry_count": 0, "attempt": 0, "trigger": trigger,
-            "available_at": now, "scheduled_for": scheduled_for, "restarted_from": restarted_from,
-            "idempotency_key": idempotency_key, "created_at": now, "updated_at": now,
-            "queued_at": now if status is RunStatus.QUEUED else None,
-        }
+        values = new_run_values(task, status, now=now, trigger=trigger, parameters=parameters, priority=priority,
+                                timeout_seconds=timeout_seconds, scheduled_for=scheduled_for,
+                                restarted_from=restarted_from, idempotency_key=idempotency_key)
         run = await run_rows.insert_run(conn, values, reason=reason, on_conflict_skip=scheduled_for is not None)
         if run is None:
             if slot is not None:
@@ -77,6 +70,16 @@ class RunLifecycle:
         if status is RunStatus.QUEUED:
             await run_rows.notify(conn)
         return run
+
+    async def create_cron_runs(self, conn: AsyncConnection, fires: list[tuple[int, datetime]], *,
+                               now: datetime) -> list[tuple[int, int, datetime]]:
+        """Queue one run per (task id, slot) of tasks without dependencies, set-wise (those with
+        dependencies go through `create`); a slot already taken is skipped. Returns (run id, task id, slot)
+        of the runs created."""
+        created = await cron_rows.insert_slot_runs(conn, fires, now)
+        if created:
+            await run_rows.notify(conn)
+        return created
 
     async def _plan_dependencies(self, conn: AsyncConnection, task: Task, *, now: datetime) -> list[int]:
         waits: list[int] = []
@@ -175,6 +178,24 @@ class RunLifecycle:
         if moved is not None and run.status is RunStatus.RUNNING:
             await run_rows.notify(conn)  # its worker is long-polling: tell it to kill the process now
         return moved
+
+
+def new_run_values(task: Task, status: RunStatus, *, now: datetime, trigger: TriggerKind,
+                   parameters: dict[str, Any] | None = None, priority: Priority | None = None,
+                   timeout_seconds: int | None = None, scheduled_for: datetime | None = None,
+                   restarted_from: int | None = None, idempotency_key: str | None = None) -> dict[str, Any]:
+    """The columns of a newborn run of `task`."""
+    chosen = priority or task.priority
+    return {
+        "uuid": str(uuid.uuid4()), "project_id": task.project_id, "task_id": task.id, "task_name": task.name,
+        "task_type": task.task_type, "status": status, "priority": chosen,
+        "priority_rank": chosen.rank, "parameters": parameters or {},
+        "timeout_seconds": timeout_seconds or task.timeout_seconds,
+        "max_retries": task.retry_count, "retry_count": 0, "attempt": 0, "trigger": trigger,
+        "available_at": now, "scheduled_for": scheduled_for, "restarted_from": restarted_from,
+        "idempotency_key": idempotency_key, "created_at": now, "updated_at": now,
+        "queued_at": now if status is RunStatus.QUEUED else None,
+    }
 
 
 def lease_deadline(now: datetime, lease_seconds: float) -> datetime:

@@ -174,17 +174,6 @@ async def recent_average_execution_time(conn: AsyncConnection, task_id: int, sam
     return round(float(value), 3) if value is not None else None
 
 
-async def due_tasks(conn: AsyncConnection, now: datetime, limit: int) -> list[Task]:
-    rows = (await conn.execute(
-        select(tasks).where(live, tasks.c.status == "active", tasks.c.schedule.is_not(None),
-                            tasks.c.next_run_at <= now)
-        .order_by(tasks.c.next_run_at).limit(limit)
-    )).mappings().all()
-    # With their dependencies: a cron run waits on them like any other run.
-    deps = await dependencies_of(conn, [r["id"] for r in rows]) if rows else {}
-    return [Task.from_row({**r, "dependencies": deps.get(r["id"], [])}) for r in rows]
-
-
 async def earliest_next_run(conn: AsyncConnection) -> datetime | None:
     value = (await conn.execute(
         select(func.min(tasks.c.next_run_at)).where(live, tasks.c.status == "active")
