@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import ingest, latency, memory, throughput
+from bench import ingest, latency, memory, scaling, throughput
 from bench._context import Context
 from bench._report import Report
 
@@ -26,6 +26,7 @@ BENCHMARKS: dict[str, Callable[[Context, Report, argparse.Namespace], None]] = {
     "latency": lambda ctx, report, args: latency.run(ctx, report, samples=args.samples, rate=args.rate),
     "ingest": lambda ctx, report, args: ingest.run(ctx, report, events=args.events),
     "memory": lambda ctx, report, args: memory.run(ctx, report),
+    "scaling": lambda ctx, report, args: scaling.run(ctx, report, runs=args.runs),
 }
 
 
@@ -40,7 +41,7 @@ def main() -> None:
     parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/test")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--runs", type=int, help="throughput: runs per measurement (default 20,000)")
+    parser.add_argument("--runs", type=int, help="throughput, scaling: runs per measurement (20,000; 3,000)")
     parser.add_argument("--samples", type=int, help="latency: triggers per measurement (default 1,000)")
     parser.add_argument("--rate", type=float, default=100.0, help="latency: triggers per second")
     parser.add_argument("--events", type=int, help="ingest: events per measurement (default 50,000)")

@@ -43,6 +43,8 @@ async def enqueue(url: str, task_id: int, n: int) -> None:
 
 def count(url: str, status: str, task_id: int) -> int:
     body = httpx.get(f"{url}/api/runs", params={"status": status, "task_id": task_id, "size": 1}, timeout=30).json()
+    if "data" not in body:
+        raise RuntimeError(f"GET /api/runs answered {body}")
     return int(body["data"]["total"])
 
 
