@@ -40,6 +40,28 @@ async def test_trigger_queues_a_run(core, clock) -> None:
     assert [(h["status"], h["attempt"]) for h in history] == [("queued", 0)]
 
 
+async def test_last_run_at_moves_at_most_once_a_second_under_a_burst(core, clock) -> None:
+    task = await make_task(core)
+    first = clock.now
+    for _ in range(3):
+        await core.runs.trigger(task.id)
+        clock.advance(0.3)
+    assert (await core.tasks.get(task.id)).task.last_run_at == first
+    clock.advance(0.2)  # a second after the first run
+    await core.runs.trigger(task.id)
+    assert (await core.tasks.get(task.id)).task.last_run_at == clock.now
+
+
+async def test_the_trigger_estimate_follows_the_newest_outcome(core, clock) -> None:
+    task = await make_task(core)
+    assert (await core.runs.trigger(task.id)).average_execution_time is None
+    worker = await make_worker(core)
+    [claimed] = await claim(core, worker.id)
+    clock.advance(4)
+    await report(core, worker.id, claimed, "completed")
+    assert (await core.runs.trigger(task.id)).average_execution_time == 4.0
+
+
 async def test_claim_then_complete(core, clock) -> None:
     task = await make_task(core)
     run = (await core.runs.trigger(task.id)).run

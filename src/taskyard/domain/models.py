@@ -18,7 +18,7 @@ class _Entity:
         """Build from a mapping (a SQLAlchemy row mapping); columns the entity lacks are ignored."""
         mapping = row if isinstance(row, dict) else dict(row)
         converters = _enum_fields(cls)  # type: ignore[arg-type]
-        names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        names = _field_names(cls)  # type: ignore[arg-type]
         values = {}
         for key, value in mapping.items():
             if key in names:
@@ -28,6 +28,11 @@ class _Entity:
 
     def evolve(self, **changes: Any) -> Self:
         return replace(self, **changes)  # type: ignore[type-var]
+
+
+@cache
+def _field_names(cls: type) -> frozenset[str]:
+    return frozenset(f.name for f in fields(cls))
 
 
 @cache

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from taskyard.domain.models import Run
 from taskyard.services.clock import Clock, system_clock
-from taskyard.services.lifecycle import RunLifecycle
+from taskyard.services.lifecycle import LastRunMarks, RunLifecycle
 from taskyard.storage.database import Database
 
 BUILTIN_TASK_TYPES = frozenset({"shell", "python", "http"})
@@ -41,9 +41,12 @@ class Core:
         self.config = config or CoreConfig()
         self.clock = clock
         self.run_observers: list[Callable[[Run], None]] = []
+        self.last_run_marks = LastRunMarks()
         from taskyard.services.retention import RetentionService
+        from taskyard.services.tallies import TallyService
 
         self.retention = RetentionService(self)
+        self.tallies = TallyService(self)
         self.tasks = TaskService(self)
         self.runs = RunService(self)
         self.workers = WorkerService(self)
@@ -55,7 +58,7 @@ class Core:
         self.jobs = JobTrackingService(self)
 
     def lifecycle(self) -> RunLifecycle:
-        return RunLifecycle(self.config.retry_base_delay, self.config.retry_max_delay)
+        return RunLifecycle(self.config.retry_base_delay, self.config.retry_max_delay, self.last_run_marks)
 
     def publish(self, lifecycle: RunLifecycle) -> None:
         """Tell observers about runs a committed transaction finished; an observer never breaks a write."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import builtins
+import time
 from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING, Any
@@ -27,6 +29,13 @@ class Triggered:
 
 
 @dataclass(frozen=True)
+class RunPage:
+    runs: list[Run]
+    total: int
+    exact: bool  # False: at least `total` runs match (a filter by worker or dates stops counting)
+
+
+@dataclass(frozen=True)
 class RunDetail:
     run: Run
     logs: list[dict[str, Any]]
@@ -35,9 +44,38 @@ class RunDetail:
     waiting_on: list[int]
 
 
+class RecentAverages:
+    """Each task's recent average execution time, as the trigger answer's estimate uses it, remembered for
+    a few seconds: a burst of triggers of one task reads it once instead of once per run. A run of the task
+    finishing through this server forgets it at once, so the estimate follows the newest outcome here;
+    another server's outcomes show within `TTL`."""
+
+    TTL = 5.0
+    LIMIT = 10_000
+
+    def __init__(self) -> None:
+        self._known: dict[int, tuple[float | None, float]] = {}
+
+    def get(self, task_id: int) -> tuple[bool, float | None]:
+        known = self._known.get(task_id)
+        if known is None or known[1] < time.monotonic():
+            return False, None
+        return True, known[0]
+
+    def put(self, task_id: int, average: float | None) -> None:
+        if len(self._known) >= self.LIMIT:
+            self._known.clear()
+        self._known[task_id] = (average, time.monotonic() + self.TTL)
+
+    def forget(self, run: Run) -> None:
+        self._known.pop(run.task_id, None)
+
+
 class RunService:
     def __init__(self, core: Core) -> None:
         self.core = core
+        self.averages = RecentAverages()
+        core.run_observers.append(self.averages.forget)
 
     async def trigger(self, task_id: int, *, parameters: dict[str, Any] | None = None,
                       priority: str | None = None, timeout_seconds: int | None = None,
@@ -65,7 +103,10 @@ class RunService:
                                          parameters=parameters,
                                          priority=Priority(priority) if priority else None,
                                          timeout_seconds=timeout_seconds, reason="triggered")
-            average = await task_rows.recent_average_execution_time(conn, task_id)
+            known, average = self.averages.get(task_id)
+            if not known:
+                average = await task_rows.recent_average_execution_time(conn, task_id)
+                self.averages.put(task_id, average)
         assert run is not None
         self.core.publish(lifecycle)
         return Triggered(run, average)
@@ -120,13 +161,21 @@ class RunService:
     async def list(self, *, task_id: int | None = None, status: list[str] | None = None, worker_id: str | None = None,
                    start_date: date | None = None, end_date: date | None = None,
                    page: PageRequest, scope: Scope = UNSCOPED) -> tuple[list[Run], int]:
+        found = await self.list_page(task_id=task_id, status=status, worker_id=worker_id, start_date=start_date,
+                                     end_date=end_date, page=page, scope=scope)
+        return found.runs, found.total
+
+    async def list_page(self, *, task_id: int | None = None, status: builtins.list[str] | None = None,
+                        worker_id: str | None = None, start_date: date | None = None, end_date: date | None = None,
+                        page: PageRequest, scope: Scope = UNSCOPED) -> RunPage:
         if page.sort not in run_rows.SORTABLE:
             raise ValidationFailed(f"cannot sort runs by '{page.sort}'", field="sort", rule="one_of",
                                    value=page.sort)
-        async with self.core.db.read() as conn:
-            return await run_rows.list_runs(conn, project_id=scope.project_id, task_id=task_id, status=status,
-                                            worker_id=worker_id, start_date=start_date, end_date=end_date,
-                                            page=page)
+        async with self.core.db.snapshot() as conn:
+            runs, total, exact = await run_rows.list_runs(
+                conn, project_id=scope.project_id, task_id=task_id, status=status, worker_id=worker_id,
+                start_date=start_date, end_date=end_date, page=page)
+        return RunPage(runs, total, exact)
 
     async def _get(self, conn: Any, run_id: int, scope: Scope) -> Run:
         # A run of another project is "not found", in the same words as one that never existed.

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskyard.domain.models import Run
 from taskyard.domain.status import ACTIVE_RUN_STATUSES, RunStatus
+from taskyard.storage import tallies
 from taskyard.storage.paging import PageRequest, fetch_page
 from taskyard.storage.tables import run_history, run_logs, run_waits, runs
 
@@ -24,22 +25,28 @@ def in_project(project_id: int | None) -> Any:
     return runs.c.project_id == project_id if project_id is not None else true()
 
 
+# Built once: constructing an INSERT of 20 values (and its cache key) per run cost more than running it.
+_INSERT_RUN = insert(runs).returning(*runs.c)
+_INSERT_SLOT_RUN = {
+    "postgresql": pg_insert(runs).on_conflict_do_nothing(index_elements=["task_id", "scheduled_for"])
+    .returning(*runs.c),
+    "sqlite": sqlite_insert(runs).on_conflict_do_nothing(index_elements=["task_id", "scheduled_for"])
+    .returning(*runs.c),
+}
+_INSERT_HISTORY = insert(run_history)
+
+
 async def insert_run(conn: AsyncConnection, values: dict[str, Any], *, reason: str | None = None,
                      on_conflict_skip: bool = False) -> Run | None:
     """Insert one run and its first history row; the stored run comes back from the INSERT itself (no
     read after it). With on_conflict_skip a second insert of the same cron slot returns None instead of
     failing, so two schedulers can never fire a slot twice."""
-    if on_conflict_skip:
-        dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-        stmt: Any = dialect_insert(runs).values(**values).on_conflict_do_nothing(
-            index_elements=["task_id", "scheduled_for"])
-    else:
-        stmt = insert(runs).values(**values)
-    row = (await conn.execute(stmt.returning(*runs.c))).mappings().first()
+    stmt = _INSERT_SLOT_RUN[conn.dialect.name] if on_conflict_skip else _INSERT_RUN
+    row = (await conn.execute(stmt, values)).mappings().first()
     if row is None:
         return None
-    await conn.execute(insert(run_history).values(run_id=row["id"], attempt=0, status=values["status"],
-                                                  at=values["created_at"], reason=reason))
+    await conn.execute(_INSERT_HISTORY, {"run_id": row["id"], "attempt": 0, "status": values["status"],
+                                         "at": values["created_at"], "worker_id": None, "reason": reason})
     return Run.from_row(row)
 
 
@@ -75,9 +82,26 @@ async def active_runs_of_task(conn: AsyncConnection, task_id: int) -> list[Run]:
     return [Run.from_row(r) for r in rows]
 
 
+# A run list counts its matches up to here; past it the page gives a lower bound (see paging.py).
+TOTAL_LIMIT = 10_000
+
+
+def _order(sort: str) -> tuple[Any, list[Any]]:
+    """The sort column and what orders equal values: the columns of the index that serves the sort
+    (0008), so a page is read in index order instead of sorting every run."""
+    if sort == "id":
+        return runs.c.id, []
+    if sort in {"status", "priority", "task_id"}:  # few distinct values: newest first among equals
+        return runs.c.priority_rank if sort == "priority" else runs.c[sort], [runs.c.created_at, runs.c.id]
+    return runs.c[sort], [runs.c.id]
+
+
 async def list_runs(conn: AsyncConnection, *, project_id: int | None, task_id: int | None,
                     status: list[str] | None, worker_id: str | None, start_date: date | None,
-                    end_date: date | None, page: PageRequest) -> tuple[list[Run], int]:
+                    end_date: date | None, page: PageRequest) -> tuple[list[Run], int, bool]:
+    """A page of runs, their total and whether it is exact. Filtered by project, task and status only,
+    the total comes from the tallies, exact, so call this in a `Database.snapshot()`; with a worker or
+    dates it is counted up to TOTAL_LIMIT."""
     query = select(runs).where(in_project(project_id))
     if task_id is not None:
         query = query.where(runs.c.task_id == task_id)
@@ -90,9 +114,13 @@ async def list_runs(conn: AsyncConnection, *, project_id: int | None, task_id: i
     if end_date:
         query = query.where(runs.c.created_at < datetime.combine(end_date + timedelta(days=1),
                                                                  datetime.min.time()))
-    sort_column = runs.c.priority_rank if page.sort == "priority" else runs.c[page.sort]  # by rank
-    result = await fetch_page(conn, query, sort_column, runs.c.id, page)
-    return [Run.from_row(r) for r in result.rows], result.total
+    total = None
+    if not (worker_id or start_date or end_date):
+        found = await tallies.figures(conn, project_id=project_id, task_id=task_id, statuses=status or None)
+        total = sum(f.runs for f in found.values())
+    sort_column, tiebreak = _order(page.sort)
+    result = await fetch_page(conn, query, sort_column, tiebreak, page, total=total, count_limit=TOTAL_LIMIT)
+    return [Run.from_row(r) for r in result.rows], result.total, result.exact
 
 
 async def change_status(conn: AsyncConnection, run_id: int, *, expected: frozenset[RunStatus] | set[RunStatus],
@@ -266,12 +294,6 @@ async def log_count(conn: AsyncConnection, run_id: int) -> int:
     return int((await conn.execute(select(func.count()).where(run_logs.c.run_id == run_id))).scalar_one())
 
 
-async def status_counts(conn: AsyncConnection, *, project_id: int | None) -> dict[str, int]:
-    rows = await conn.execute(select(runs.c.status, func.count()).where(in_project(project_id))
-                              .group_by(runs.c.status))
-    return {str(s): int(n) for s, n in rows.all()}
-
-
 async def queue_depth(conn: AsyncConnection, now: datetime, *, project_id: int | None) -> int:
     return int((await conn.execute(
         select(func.count()).where(runs.c.status == RunStatus.QUEUED, runs.c.available_at <= now,
@@ -286,14 +308,6 @@ async def finished_since(conn: AsyncConnection, since: datetime, *, project_id: 
     ).where(runs.c.status.in_([RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.ABORTED]),
             runs.c.completed_at >= since, in_project(project_id)))).mappings().one()
     return {"finished": int(row["finished"] or 0), "completed": int(row["completed"] or 0)}
-
-
-async def average_execution_time(conn: AsyncConnection, *, project_id: int | None) -> float | None:
-    value = (await conn.execute(
-        select(func.avg(runs.c.execution_time)).where(runs.c.status == RunStatus.COMPLETED,
-                                                      in_project(project_id))
-    )).scalar_one_or_none()
-    return round(float(value), 3) if value is not None else None
 
 
 async def worker_statistics(conn: AsyncConnection, worker_id: str) -> dict[str, Any]:

@@ -6,8 +6,10 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, delete, func, insert, or_, select, true, update
+from sqlalchemy import and_, bindparam, case, delete, func, insert, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 
 from taskyard.domain.models import Task
 from taskyard.domain.status import RunStatus
@@ -29,14 +31,42 @@ async def insert_task(conn: AsyncConnection, values: dict[str, Any]) -> int:
     return int(result.scalar_one())
 
 
+# A task with its dependency ids in one statement, built once: triggering reads a task per run, and
+# building the query (and its cache key) each time cost more than the database spent answering it.
+class _IdList(FunctionElement[str]):
+    """The ids of a group as one comma-separated text (group_concat on SQLite, string_agg on PostgreSQL)."""
+
+    name = "id_list"
+    inherit_cache = True
+
+
+@compiles(_IdList)
+def _group_concat(element: Any, compiler: Any, **kw: Any) -> str:
+    return f"group_concat({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(_IdList, "postgresql")
+def _string_agg(element: Any, compiler: Any, **kw: Any) -> str:
+    return f"string_agg(CAST({compiler.process(element.clauses, **kw)} AS TEXT), ',')"
+
+
+_DEPENDENCY_IDS = (select(_IdList(task_dependencies.c.depends_on_id))
+                   .where(task_dependencies.c.task_id == tasks.c.id).scalar_subquery())
+_GET_TASK = select(tasks, _DEPENDENCY_IDS.label("dependency_ids")).where(tasks.c.id == bindparam("task_id"), live)
+_GET_TASK_IN_PROJECT = _GET_TASK.where(tasks.c.project_id == bindparam("project_id"))
+
+
 async def get_task(conn: AsyncConnection, task_id: int, *, project_id: int | None = None) -> Task | None:
     """A live task; with `project_id`, only if it belongs to that project."""
-    row = (await conn.execute(select(tasks).where(tasks.c.id == task_id, live, in_project(project_id))
-                              )).mappings().first()
+    if project_id is None:
+        result = await conn.execute(_GET_TASK, {"task_id": task_id})
+    else:
+        result = await conn.execute(_GET_TASK_IN_PROJECT, {"task_id": task_id, "project_id": project_id})
+    row = result.mappings().first()
     if row is None:
         return None
-    deps = await dependencies_of(conn, [task_id])
-    return Task.from_row({**row, "dependencies": deps.get(task_id, [])})
+    ids = row["dependency_ids"]
+    return Task.from_row({**row, "dependencies": sorted(int(i) for i in ids.split(",")) if ids else []})
 
 
 async def find_ids_by_name(conn: AsyncConnection, names: list[str], *, project_id: int | None) -> dict[str, int]:
@@ -143,25 +173,6 @@ async def list_tasks(conn: AsyncConnection, *, project_id: int | None, status: s
 
 def _escape_like(value: str) -> str:
     return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-async def statistics(conn: AsyncConnection, task_id: int) -> dict[str, Any]:
-    row = (await conn.execute(
-        select(
-            func.count().label("total_runs"),
-            func.sum(case((runs.c.status == RunStatus.COMPLETED, 1), else_=0)).label("successful_runs"),
-            func.sum(case((runs.c.status == RunStatus.FAILED, 1), else_=0)).label("failed_runs"),
-            func.sum(case((runs.c.status == RunStatus.ABORTED, 1), else_=0)).label("aborted_runs"),
-            func.avg(case((runs.c.status == RunStatus.COMPLETED, runs.c.execution_time))).label("avg"),
-        ).where(runs.c.task_id == task_id)
-    )).mappings().one()
-    return {
-        "total_runs": int(row["total_runs"] or 0),
-        "successful_runs": int(row["successful_runs"] or 0),
-        "failed_runs": int(row["failed_runs"] or 0),
-        "aborted_runs": int(row["aborted_runs"] or 0),
-        "average_execution_time": round(float(row["avg"]), 3) if row["avg"] is not None else None,
-    }
 
 
 async def recent_average_execution_time(conn: AsyncConnection, task_id: int, sample: int = 50) -> float | None:
