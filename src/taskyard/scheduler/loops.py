@@ -20,6 +20,7 @@ class LoopTimings:
     reaper_interval: float = 2.0
     standby_retry: float = 2.0
     retention_interval: float = 3600.0
+    tally_interval: float = 5.0
 
 
 class LeaderLoops:
@@ -32,7 +33,8 @@ class LeaderLoops:
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._cron(), name="taskyard-cron"),
                        asyncio.create_task(self._reaper(), name="taskyard-reaper"),
-                       asyncio.create_task(self._retention(), name="taskyard-retention")]
+                       asyncio.create_task(self._retention(), name="taskyard-retention"),
+                       asyncio.create_task(self._tallies(), name="taskyard-tallies")]
 
     async def stop(self) -> None:
         self._stop.set()
@@ -91,3 +93,13 @@ class LeaderLoops:
             except Exception:
                 log.exception("retention pass failed")
             await asyncio.sleep(self.timings.retention_interval)
+
+    async def _tallies(self) -> None:
+        """Count finished runs into the tallies that statistics read (storage/tallies.py)."""
+        while not self._stop.is_set():
+            try:
+                if self.core.scheduling.is_leader:
+                    await self.core.tallies.advance()
+            except Exception:
+                log.exception("tallying finished runs failed")
+            await asyncio.sleep(self.timings.tally_interval)

@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from taskyard.domain.errors import Unavailable
+from taskyard.domain.status import RunStatus
 from taskyard.services.scope import UNSCOPED, Scope
 from taskyard.services.workers import format_duration
 from taskyard.storage import runs as run_rows
+from taskyard.storage import tallies as tally_rows
 from taskyard.storage import tasks as task_rows
 from taskyard.storage import workers as worker_rows
 
@@ -50,10 +52,11 @@ class SystemService:
             return components
         started = time.perf_counter()
         now = self.core.clock()
-        async with self.core.db.read() as conn:
+        async with self.core.db.snapshot() as conn:
             depth = await run_rows.queue_depth(conn, now, project_id=scope.project_id)
             queue_time = time.perf_counter() - started
-            counts = await run_rows.status_counts(conn, project_id=scope.project_id)
+            waiting = await tally_rows.figures(conn, project_id=scope.project_id,
+                                               statuses=[RunStatus.PENDING, RunStatus.QUEUED])
             worker_counts = await worker_rows.counts(conn, project_id=scope.project_id)
         components["message_queue"] = {"status": "healthy", "response_time": round(queue_time, 6),
                                        "queue_size": depth}
@@ -65,19 +68,20 @@ class SystemService:
             "role": "leader" if scheduling.is_leader else "standby",
             "last_tick_at": scheduling.last_tick_at,
             "active_workers": worker_counts["active"],
-            "pending_tasks": counts.get("pending", 0) + counts.get("queued", 0),
+            "pending_tasks": sum(f.runs for f in waiting.values()),
         }
         return components
 
     async def stats(self, *, scope: Scope = UNSCOPED) -> dict[str, Any]:
         now = self.core.clock()
         project_id = scope.project_id
-        async with self.core.db.read() as conn:
+        async with self.core.db.snapshot() as conn:
             tasks = await task_rows.counts(conn, project_id=project_id)
-            counts = await run_rows.status_counts(conn, project_id=project_id)
+            found = await tally_rows.figures(conn, project_id=project_id)
             workers = await worker_rows.counts(conn, project_id=project_id)
             recent = await run_rows.finished_since(conn, now - THROUGHPUT_WINDOW, project_id=project_id)
-            average = await run_rows.average_execution_time(conn, project_id=project_id)
+        counts = {status: f.runs for status, f in found.items()}
+        average = found.get(RunStatus.COMPLETED, tally_rows.Figures()).average_seconds
         finished_total = sum(counts.get(s, 0) for s in ("completed", "failed", "aborted"))
         return {
             "tasks": tasks,
@@ -117,8 +121,9 @@ class SystemService:
         """The figures /system/metrics exports, read in one snapshot."""
         now = self.core.clock()
         project_id = scope.project_id
-        async with self.core.db.read() as conn:
+        async with self.core.db.snapshot() as conn:
+            found = await tally_rows.figures(conn, project_id=project_id)
             return {"tasks": await task_rows.counts(conn, project_id=project_id),
-                    "runs": await run_rows.status_counts(conn, project_id=project_id),
+                    "runs": {status: f.runs for status, f in found.items()},
                     "workers": await worker_rows.counts(conn, project_id=project_id),
                     "queue_depth": await run_rows.queue_depth(conn, now, project_id=project_id)}

@@ -15,6 +15,7 @@ from taskyard.domain.models import Task
 from taskyard.domain.status import Priority, RunStatus, TaskStatus
 from taskyard.services.scope import UNSCOPED, Scope
 from taskyard.storage import runs as run_rows
+from taskyard.storage import tallies as tally_rows
 from taskyard.storage import tasks as task_rows
 from taskyard.storage.paging import PageRequest
 
@@ -146,10 +147,18 @@ class TaskService:
         return updated
 
     async def get(self, task_id: int, *, scope: Scope = UNSCOPED) -> TaskDetail:
-        async with self.core.db.read() as conn:
+        async with self.core.db.snapshot() as conn:
             task = await self._get(conn, task_id, scope)
-            stats = await task_rows.statistics(conn, task_id)
-        stats["last_execution_status"] = _last_status_word(task.last_run_status)
+            found = await tally_rows.figures(conn, project_id=None, task_id=task_id)
+        none = tally_rows.Figures()
+        stats = {
+            "total_runs": sum(f.runs for f in found.values()),
+            "successful_runs": found.get(RunStatus.COMPLETED, none).runs,
+            "failed_runs": found.get(RunStatus.FAILED, none).runs,
+            "aborted_runs": found.get(RunStatus.ABORTED, none).runs,
+            "average_execution_time": found.get(RunStatus.COMPLETED, none).average_seconds,
+            "last_execution_status": _last_status_word(task.last_run_status),
+        }
         return TaskDetail(task, stats)
 
     async def list(self, *, status: str | None = None, task_type: str | None = None,

@@ -90,9 +90,20 @@ class Database:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        """A consistent snapshot for several reads."""
+        """One read transaction (READ COMMITTED on PostgreSQL: each statement sees the latest commits)."""
         async with self._connect() as conn, conn.begin():
             yield conn
+
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[AsyncConnection]:
+        """Reads that must agree with each other, such as a tally and the runs after its mark: on
+        PostgreSQL the whole transaction sees one snapshot (REPEATABLE READ; `read()` gives each statement
+        its own), and a SQLite read transaction is one snapshot already."""
+        async with self._connect() as conn:
+            if self.is_postgres:
+                await conn.execution_options(isolation_level="REPEATABLE READ")
+            async with conn.begin():
+                yield conn
 
     @asynccontextmanager
     async def _connect(self) -> AsyncIterator[AsyncConnection]:

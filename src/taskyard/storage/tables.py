@@ -146,10 +146,44 @@ Index("ix_runs_claim", runs.c.status, runs.c.priority_rank.desc(), runs.c.id)
 Index("ix_runs_task_id_created_at", runs.c.task_id, runs.c.created_at)
 Index("ix_runs_worker_id_status", runs.c.worker_id, runs.c.status)
 Index("ix_runs_created_at", runs.c.created_at)
-Index("ix_runs_status_completed_at", runs.c.status, runs.c.completed_at)
 Index("ix_runs_task_status_completed_at", runs.c.task_id, runs.c.status, runs.c.completed_at)
+# One per sort and filter of the run list (0008), so a page reads its own rows and not every run's.
+Index("ix_runs_status_created_at", runs.c.status, runs.c.created_at)
+Index("ix_runs_priority_rank_created_at", runs.c.priority_rank, runs.c.created_at)
+Index("ix_runs_started_at", runs.c.started_at)
+Index("ix_runs_completed_at", runs.c.completed_at)
+Index("ix_runs_execution_time", runs.c.execution_time)
 Index("ix_runs_lease", runs.c.lease_expires_at, sqlite_where=text("status = 'running'"),
       postgresql_where=text("status = 'running'"))
+
+# Finished runs counted per task and final status (storage/tallies.py), so statistics never read every
+# run: a final run never changes and runs are never deleted, so each is counted once, for good. Runs up to
+# `run_tally_marks.through_id` are counted here, or listed in `run_tally_open` while they were unfinished
+# when passed; statistics add the runs after the mark and the open ones, read as they are.
+run_tallies = Table(
+    "run_tallies",
+    metadata,
+    Column("task_id", Id, primary_key=True),
+    Column("status", String(16), primary_key=True),
+    Column("project_id", Id, nullable=False),
+    Column("runs", BigInteger, nullable=False),
+    Column("seconds", Float, nullable=False),  # the sum of their execution times
+    Column("timed", BigInteger, nullable=False),  # how many have an execution time
+)
+
+run_tally_marks = Table(
+    "run_tally_marks",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),  # one row, id 1
+    Column("through_id", BigInteger, nullable=False),
+    Column("updated_at", UTCDateTime),
+)
+
+run_tally_open = Table(
+    "run_tally_open",
+    metadata,
+    Column("run_id", Id, primary_key=True, autoincrement=False),
+)
 
 run_waits = Table(
     "run_waits",

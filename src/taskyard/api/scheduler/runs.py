@@ -37,9 +37,10 @@ async def list_runs(request: Request, core: Services, paging: Paging, scope: Sco
     if start and end and end < start:
         raise ValidationFailed("end_date is before start_date", field="end_date", rule="after_start",
                                value=end_date)
-    runs, total = await core.runs.list(task_id=task_id, status=statuses, worker_id=worker_id,
-                                       start_date=start, end_date=end, page=paging, scope=scope)
-    return ok(request, shapes.page([shapes.run_summary(r) for r in runs], total, paging.page, paging.size))
+    found = await core.runs.list_page(task_id=task_id, status=statuses, worker_id=worker_id, start_date=start,
+                                      end_date=end, page=paging, scope=scope)
+    return ok(request, {**shapes.page([shapes.run_summary(r) for r in found.runs], found.total, paging.page,
+                                      paging.size), "total_exact": found.exact})
 
 
 def _day(value: str | None, field: str) -> date | None:
