@@ -78,8 +78,9 @@ def allow(permission: Permission, *, open_when_database_down: bool = False,
     return dependency
 
 
-def scope_of(request: Request) -> Scope:
-    """The project the caller acts in, from the principal `allow()` put on the request. Route-level
+async def scope_of(request: Request) -> Scope:
+    """The project the caller acts in, from the principal `allow()` put on the request (a coroutine, so
+    FastAPI does not hand it to a worker thread). Route-level
     `dependencies=[Depends(allow(...))]` run before the handler's parameters, so it is always there; if a
     route forgot `allow()`, this fails closed instead of acting in every project."""
     principal = getattr(request.state, "principal", None)

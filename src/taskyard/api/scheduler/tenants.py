@@ -27,7 +27,7 @@ admin = [Depends(allow(Permission.ADMIN))]
 TenantId = Annotated[str, Path(description="tenant id (a GUID)")]
 
 
-def visible_scope(request: Request, scope: Scoped) -> Scope:
+async def visible_scope(request: Request, scope: Scoped) -> Scope:
     """What the caller may list: the credential's scope (an admin without a project sees every tenant).
     With auth off the anonymous principal acts in the default project elsewhere, but a single-user server
     has nobody to hide tenants from, so it sees them all."""
