@@ -138,3 +138,14 @@ async def test_no_run_claimed_twice_under_concurrency(core: Core) -> None:
             assert [h["status"] for h in history] == ["queued", "running"]
     owner = {run_id: w.id for w, batch in zip(workers, results, strict=True) for run_id in batch}
     assert all(run.worker_id == owner[run.id] for run in runs)
+
+
+async def test_a_poll_marks_the_worker_seen_at_most_once_a_second(core, clock) -> None:
+    worker = await make_worker(core)
+    registered = clock.now
+    clock.advance(0.5)
+    await claim(core, worker.id)
+    assert (await core.workers.get(worker.id)).worker.last_heartbeat == registered
+    clock.advance(0.5)
+    await claim(core, worker.id)
+    assert (await core.workers.get(worker.id)).worker.last_heartbeat == clock.now

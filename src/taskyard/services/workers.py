@@ -86,6 +86,10 @@ class WorkerDetail:
     statistics: dict[str, Any]
 
 
+# How stale a worker's `last_heartbeat` may get between its polls (its lease is many times longer).
+SEEN_RESOLUTION = timedelta(seconds=1)
+
+
 class WorkerService:
     def __init__(self, core: Core) -> None:
         self.core = core
@@ -177,7 +181,11 @@ class WorkerService:
                                                hostname=worker.hostname,
                                                task_types=list(worker.task_types), limit=min(capacity, room),
                                                now=now, lease_until=lease_deadline(now, self.lease))
-            await worker_rows.update_worker(conn, worker_id, {"last_heartbeat": now})
+            # A poll shows the worker alive; a busy worker polls many times a second, and the reaper needs
+            # no finer a mark than this.
+            seen = worker.last_heartbeat
+            if seen is None or not timedelta(0) <= now - seen < SEEN_RESOLUTION:
+                await worker_rows.mark_seen(conn, worker_id, now)
             tasks = await task_rows.get_tasks_any(conn, sorted({r.task_id for r in claimed}))
         return PollResult(claimed, abort, worker.status, self.lease, tasks)
 

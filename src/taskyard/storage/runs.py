@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, delete, func, insert, literal, or_, select, text, true, update
+from sqlalchemy import Integer, bindparam, case, delete, func, insert, literal, or_, select, text, true, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -15,6 +15,7 @@ from taskyard.domain.status import ACTIVE_RUN_STATUSES, RunStatus
 from taskyard.storage import tallies
 from taskyard.storage.paging import PageRequest, fetch_page
 from taskyard.storage.tables import run_history, run_logs, run_waits, runs
+from taskyard.storage.types import UTCDateTime
 
 SORTABLE = {"created_at", "started_at", "completed_at", "id", "status", "priority", "execution_time",
             "task_id"}
@@ -56,12 +57,18 @@ async def get_run(conn: AsyncConnection, run_id: int, *, project_id: int | None 
     return Run.from_row(row) if row else None
 
 
+_GET_RUNS = select(runs).where(runs.c.id.in_(bindparam("run_ids", expanding=True)))
+_GET_RUNS_IN_PROJECT = _GET_RUNS.where(runs.c.project_id == bindparam("project_id"))
+
+
 async def get_runs(conn: AsyncConnection, run_ids: list[int], *, project_id: int | None = None) -> list[Run]:
     if not run_ids:
         return []
-    rows = (await conn.execute(select(runs).where(runs.c.id.in_(run_ids), in_project(project_id))
-                               )).mappings().all()
-    return [Run.from_row(r) for r in rows]
+    if project_id is None:
+        result = await conn.execute(_GET_RUNS, {"run_ids": run_ids})
+    else:
+        result = await conn.execute(_GET_RUNS_IN_PROJECT, {"run_ids": run_ids, "project_id": project_id})
+    return [Run.from_row(r) for r in result.mappings().all()]
 
 
 async def latest_active_run(conn: AsyncConnection, task_id: int) -> Run | None:
@@ -123,25 +130,70 @@ async def list_runs(conn: AsyncConnection, *, project_id: int | None, task_id: i
     return [Run.from_row(r) for r in result.rows], result.total, result.exact
 
 
+def _status_change(guard_attempt: bool, guard_worker: bool) -> Any:
+    """The guarded UPDATE of `change_status`, built once per kind of guard; the SET clause comes from the
+    parameters' column names."""
+    guard = [runs.c.id == bindparam("b_run_id"), runs.c.status.in_(bindparam("b_expected", expanding=True))]
+    if guard_attempt:
+        guard.append(runs.c.attempt == bindparam("b_attempt"))
+    if guard_worker:
+        guard.append(runs.c.worker_id == bindparam("b_worker_id"))
+    return update(runs).where(*guard).returning(*runs.c)
+
+
+_STATUS_CHANGES = {(a, w): _status_change(a, w) for a in (False, True) for w in (False, True)}
+
+
 async def change_status(conn: AsyncConnection, run_id: int, *, expected: frozenset[RunStatus] | set[RunStatus],
                         values: dict[str, Any], at: datetime, reason: str | None = None,
                         worker_id: str | None = None, attempt: int | None = None) -> Run | None:
     """Move a run only if it is still in one of `expected` (and, when given, held by that attempt).
     Returns the changed run, or None when someone else moved it first."""
-    guard = [runs.c.id == run_id, runs.c.status.in_([s.value for s in expected])]
+    params = {**values, "updated_at": at, "b_run_id": run_id, "b_expected": [s.value for s in expected]}
     if attempt is not None:
-        guard.append(runs.c.attempt == attempt)
+        params["b_attempt"] = attempt
     if worker_id is not None:
-        guard.append(runs.c.worker_id == worker_id)
-    row = (await conn.execute(
-        update(runs).where(*guard).values(updated_at=at, **values).returning(*runs.c)
-    )).mappings().first()
+        params["b_worker_id"] = worker_id
+    stmt = _STATUS_CHANGES[(attempt is not None, worker_id is not None)]
+    row = (await conn.execute(stmt, params)).mappings().first()
     if row is None:
         return None
     run = Run.from_row(row)
-    await conn.execute(insert(run_history).values(run_id=run_id, attempt=run.attempt, status=run.status,
-                                                  at=at, worker_id=run.worker_id, reason=reason))
+    await conn.execute(_INSERT_HISTORY, {"run_id": run_id, "attempt": run.attempt, "status": run.status,
+                                         "at": at, "worker_id": run.worker_id, "reason": reason})
     return run
+
+
+def _claim_statement(dialect: str) -> Any:
+    """The claim, built once per dialect: take up to `b_limit` claimable runs, highest priority first."""
+    candidates = (
+        select(runs.c.id)
+        .where(runs.c.status == RunStatus.QUEUED, runs.c.available_at <= bindparam("b_now", type_=UTCDateTime()),
+               runs.c.task_type.in_(bindparam("b_task_types", expanding=True)),
+               runs.c.project_id == bindparam("b_project_id"))
+        .order_by(runs.c.priority_rank.desc(), runs.c.id.asc())
+        .limit(bindparam("b_limit", type_=Integer()))
+    )
+    chosen: Any = candidates.scalar_subquery()
+    if dialect == "postgresql":
+        # A plain IN (subquery) may be planned as a nested-loop semi join that rescans the locking
+        # subquery per row, each rescan taking a fresh LIMIT of unlocked rows: the limit is lost.
+        # A MATERIALIZED CTE is evaluated exactly once.
+        locked = candidates.with_for_update(skip_locked=True).cte("claimable").prefix_with("MATERIALIZED")
+        chosen = select(locked.c.id).scalar_subquery()
+    # (SQLite runs this inside BEGIN IMMEDIATE: no other writer can interleave.)
+    return (
+        update(runs)
+        .where(runs.c.id.in_(chosen), runs.c.status == RunStatus.QUEUED)
+        .values(status=RunStatus.RUNNING, worker_id=bindparam("b_worker_id"),
+                worker_hostname=bindparam("b_hostname"), attempt=runs.c.attempt + 1,
+                lease_expires_at=bindparam("b_lease_until", type_=UTCDateTime()),
+                started_at=bindparam("b_now", type_=UTCDateTime()), updated_at=bindparam("b_now", type_=UTCDateTime()))
+        .returning(*runs.c)
+    )
+
+
+_CLAIMS = {dialect: _claim_statement(dialect) for dialect in ("postgresql", "sqlite")}
 
 
 async def claim(conn: AsyncConnection, *, project_id: int, worker_id: str, hostname: str, task_types: list[str],
@@ -149,35 +201,12 @@ async def claim(conn: AsyncConnection, *, project_id: int, worker_id: str, hostn
     """Atomically take up to `limit` claimable runs of one project: highest priority first, then oldest."""
     if limit <= 0 or not task_types:
         return []
-    candidates = (
-        select(runs.c.id)
-        .where(runs.c.status == RunStatus.QUEUED, runs.c.available_at <= now,
-               runs.c.task_type.in_(task_types), runs.c.project_id == project_id)
-        .order_by(runs.c.priority_rank.desc(), runs.c.id.asc())
-        .limit(limit)
-    )
-    chosen: Any = candidates.scalar_subquery()
-    if conn.dialect.name == "postgresql":
-        # A plain IN (subquery) may be planned as a nested-loop semi join that rescans the locking
-        # subquery per row, each rescan taking a fresh LIMIT of unlocked rows: the limit is lost.
-        # A MATERIALIZED CTE is evaluated exactly once.
-        locked = candidates.with_for_update(skip_locked=True).cte("claimable").prefix_with("MATERIALIZED")
-        chosen = select(locked.c.id).scalar_subquery()
-    else:
-        # SQLite runs this inside BEGIN IMMEDIATE: no other writer can interleave.
-        pass
-    stmt = (
-        update(runs)
-        .where(runs.c.id.in_(chosen), runs.c.status == RunStatus.QUEUED)
-        .values(status=RunStatus.RUNNING, worker_id=worker_id, worker_hostname=hostname,
-                attempt=runs.c.attempt + 1, lease_expires_at=lease_until, started_at=now,
-                updated_at=now)
-        .returning(*runs.c)
-    )
-    rows = (await conn.execute(stmt)).mappings().all()
+    rows = (await conn.execute(_CLAIMS[conn.dialect.name], {
+        "b_now": now, "b_task_types": task_types, "b_project_id": project_id, "b_limit": limit,
+        "b_worker_id": worker_id, "b_hostname": hostname, "b_lease_until": lease_until})).mappings().all()
     claimed = sorted((Run.from_row(r) for r in rows), key=lambda r: (-r.priority.rank, r.id))
     if claimed:
-        await conn.execute(insert(run_history), [
+        await conn.execute(_INSERT_HISTORY, [
             {"run_id": r.id, "attempt": r.attempt, "status": RunStatus.RUNNING, "at": now,
              "worker_id": worker_id, "reason": None} for r in claimed])
     return claimed
@@ -191,14 +220,15 @@ async def runs_of_worker(conn: AsyncConnection, worker_id: str) -> list[Run]:
     return [Run.from_row(r) for r in rows]
 
 
+_HELD = select(runs.c.id).where(runs.c.id.in_(bindparam("run_ids", expanding=True)),
+                                runs.c.worker_id == bindparam("b_worker_id"), runs.c.status == RunStatus.RUNNING)
+
+
 async def not_held(conn: AsyncConnection, worker_id: str, run_ids: list[int]) -> list[int]:
     """Of the runs a worker says it is running, those it no longer holds (aborted, reassigned)."""
     if not run_ids:
         return []
-    held = set((await conn.execute(
-        select(runs.c.id).where(runs.c.id.in_(run_ids), runs.c.worker_id == worker_id,
-                                runs.c.status == RunStatus.RUNNING)
-    )).scalars())
+    held = set((await conn.execute(_HELD, {"run_ids": run_ids, "b_worker_id": worker_id})).scalars())
     return [r for r in run_ids if r not in held]
 
 
@@ -270,12 +300,16 @@ async def history(conn: AsyncConnection, run_id: int) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
+_IN_WAITS = select(run_waits.c.run_id, run_waits.c.dependency_run_id).where(
+    or_(run_waits.c.run_id.in_(bindparam("run_ids", expanding=True)),
+        run_waits.c.dependency_run_id.in_(bindparam("run_ids", expanding=True))))
+
+
 async def runs_in_waits(conn: AsyncConnection, run_ids: list[int]) -> set[int]:
     """Of these runs, those that wait on another run or that another run waits on."""
     if not run_ids:
         return set()
-    rows = await conn.execute(select(run_waits.c.run_id, run_waits.c.dependency_run_id).where(
-        or_(run_waits.c.run_id.in_(run_ids), run_waits.c.dependency_run_id.in_(run_ids))))
+    rows = await conn.execute(_IN_WAITS, {"run_ids": run_ids})
     wanted = set(run_ids)
     return {int(x) for pair in rows.all() for x in pair if int(x) in wanted}
 

@@ -6,7 +6,7 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, delete, func, insert, or_, select, true, update
+from sqlalchemy import bindparam, case, delete, func, insert, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
@@ -203,16 +203,22 @@ async def counts(conn: AsyncConnection, *, project_id: int | None) -> dict[str, 
     return {k: int(v or 0) for k, v in row.items()}
 
 
+_RECORD_OUTCOME = update(tasks).where(tasks.c.id == bindparam("task_id"))
+
+
 async def record_outcome(conn: AsyncConnection, task_id: int, status: RunStatus, at: datetime) -> None:
-    values: dict[str, Any] = {"last_run_status": status.value}
+    values: dict[str, Any] = {"task_id": task_id, "last_run_status": status.value}
     if status is RunStatus.COMPLETED:
         values["last_success_at"] = at
-    await conn.execute(update(tasks).where(and_(tasks.c.id == task_id)).values(**values))
+    await conn.execute(_RECORD_OUTCOME, values)
+
+
+_TASKS_ANY = select(tasks).where(tasks.c.id.in_(bindparam("task_ids", expanding=True)))
 
 
 async def get_tasks_any(conn: AsyncConnection, task_ids: list[int]) -> dict[int, Task]:
     """Tasks by id, deleted ones included (a claimed run still needs its definition)."""
     if not task_ids:
         return {}
-    rows = (await conn.execute(select(tasks).where(tasks.c.id.in_(task_ids)))).mappings().all()
+    rows = (await conn.execute(_TASKS_ANY, {"task_ids": task_ids})).mappings().all()
     return {int(r["id"]): Task.from_row(r) for r in rows}

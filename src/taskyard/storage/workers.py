@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, func, insert, select, true, update
+from sqlalchemy import bindparam, case, func, insert, select, true, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskyard.domain.models import Worker
@@ -24,14 +24,30 @@ def in_project(project_id: int | None) -> Any:
     return workers.c.project_id == project_id if project_id is not None else true()
 
 
+# Built once: every poll and report reads its worker, and building the query per call cost more than
+# running it.
+_GET_WORKER = select(workers).where(workers.c.id == bindparam("worker_id"))
+_GET_PRESENT_WORKER = _GET_WORKER.where(present)
+_IN_PROJECT = workers.c.project_id == bindparam("project_id")
+_GET_WORKER_IN_PROJECT = {True: _GET_WORKER.where(_IN_PROJECT), False: _GET_PRESENT_WORKER.where(_IN_PROJECT)}
+_SEEN = update(workers).where(workers.c.id == bindparam("worker_id")).values(last_heartbeat=bindparam("seen_at"))
+
+
 async def get_worker(conn: AsyncConnection, worker_id: str, *, include_deleted: bool = False,
                      project_id: int | None = None) -> Worker | None:
     """A worker; with `project_id`, only if it belongs to that project."""
-    query = select(workers).where(workers.c.id == worker_id, in_project(project_id))
-    if not include_deleted:
-        query = query.where(present)
-    row = (await conn.execute(query)).mappings().first()
+    if project_id is None:
+        query = _GET_WORKER if include_deleted else _GET_PRESENT_WORKER
+        result = await conn.execute(query, {"worker_id": worker_id})
+    else:
+        result = await conn.execute(_GET_WORKER_IN_PROJECT[include_deleted],
+                                    {"worker_id": worker_id, "project_id": project_id})
+    row = result.mappings().first()
     return Worker.from_row(row) if row else None
+
+
+async def mark_seen(conn: AsyncConnection, worker_id: str, at: datetime) -> None:
+    await conn.execute(_SEEN, {"worker_id": worker_id, "seen_at": at})
 
 
 async def exists(conn: AsyncConnection, worker_id: str) -> bool:
