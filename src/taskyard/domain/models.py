@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import types
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, field, fields, replace
 from datetime import datetime
 from enum import Enum
-from functools import cache
+from functools import cache, partial
 from typing import Any, Self, Union, get_args, get_origin, get_type_hints
 
 from taskyard.domain.status import Priority, RunStatus, TaskStatus, TriggerKind, WorkerStatus
@@ -15,16 +16,25 @@ from taskyard.domain.status import Priority, RunStatus, TaskStatus, TriggerKind,
 class _Entity:
     @classmethod
     def from_row(cls, row: Any) -> Self:
-        """Build from a mapping (a SQLAlchemy row mapping); columns the entity lacks are ignored."""
+        """Build from a mapping (a SQLAlchemy row mapping); columns the entity lacks are ignored.
+
+        The fields are set straight into the new object's __dict__, past the generated __init__ of a
+        frozen dataclass (one object.__setattr__ per field): a page of runs spent more time there than in
+        the database. What __init__ would refuse (a required field missing) is refused here too."""
         mapping = row if isinstance(row, dict) else dict(row)
-        converters = _enum_fields(cls)  # type: ignore[arg-type]
-        names = _field_names(cls)  # type: ignore[arg-type]
-        values = {}
-        for key, value in mapping.items():
-            if key in names:
-                enum_type = converters.get(key)
-                values[key] = enum_type(value) if enum_type is not None and value is not None else value
-        return cls(**values)
+        names, required, defaults = _layout(cls)  # type: ignore[arg-type]
+        values = {key: value for key, value in mapping.items() if key in names}
+        for key, enum_type in _enum_fields(cls).items():  # type: ignore[arg-type]
+            value = values.get(key)
+            if value is not None:
+                values[key] = enum_type(value)
+        if not required <= values.keys():
+            missing = ", ".join(sorted(required - values.keys()))
+            raise TypeError(f"{cls.__name__}.from_row() is missing {missing}")
+        entity = object.__new__(cls)
+        entity.__dict__.update({name: make() for name, make in defaults.items() if name not in values})
+        entity.__dict__.update(values)
+        return entity
 
     def evolve(self, **changes: Any) -> Self:
         return replace(self, **changes)  # type: ignore[type-var]
@@ -33,6 +43,25 @@ class _Entity:
 @cache
 def _field_names(cls: type) -> frozenset[str]:
     return frozenset(f.name for f in fields(cls))
+
+
+@cache
+def _layout(cls: type) -> tuple[frozenset[str], frozenset[str], dict[str, Callable[[], Any]]]:
+    """Every field, the required ones, and how to make the default of each of the others."""
+    required: set[str] = set()
+    defaults: dict[str, Callable[[], Any]] = {}
+    for f in fields(cls):
+        if f.default is not MISSING:
+            defaults[f.name] = partial(_same, f.default)
+        elif f.default_factory is not MISSING:
+            defaults[f.name] = f.default_factory
+        else:
+            required.add(f.name)
+    return _field_names(cls), frozenset(required), defaults
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 @cache
