@@ -329,19 +329,30 @@ async def log_count(conn: AsyncConnection, run_id: int) -> int:
 
 
 async def queue_depth(conn: AsyncConnection, now: datetime, *, project_id: int | None) -> int:
-    return int((await conn.execute(
-        select(func.count()).where(runs.c.status == RunStatus.QUEUED, runs.c.available_at <= now,
-                                   in_project(project_id))
-    )).scalar_one())
+    statement, parameters = ((_QUEUE_DEPTH, {"now": now}) if project_id is None
+                             else (_QUEUE_DEPTH_IN_PROJECT, {"now": now, "project_id": project_id}))
+    return int((await conn.execute(statement, parameters)).scalar_one())
+
+
+# Built once, like the statements below: health and statistics read them on every call, and building
+# them (and their cache keys) cost more than running them.
+_QUEUE_DEPTH = select(func.count()).where(runs.c.status == RunStatus.QUEUED, runs.c.available_at <= bindparam("now"))
+_QUEUE_DEPTH_IN_PROJECT = _QUEUE_DEPTH.where(runs.c.project_id == bindparam("project_id"))
 
 
 async def finished_since(conn: AsyncConnection, since: datetime, *, project_id: int | None) -> dict[str, Any]:
-    row = (await conn.execute(select(
-        func.count().label("finished"),
-        func.sum(case((runs.c.status == RunStatus.COMPLETED, 1), else_=0)).label("completed"),
-    ).where(runs.c.status.in_([RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.ABORTED]),
-            runs.c.completed_at >= since, in_project(project_id)))).mappings().one()
+    statement, parameters = ((_FINISHED_SINCE, {"since": since}) if project_id is None
+                             else (_FINISHED_SINCE_IN_PROJECT, {"since": since, "project_id": project_id}))
+    row = (await conn.execute(statement, parameters)).mappings().one()
     return {"finished": int(row["finished"] or 0), "completed": int(row["completed"] or 0)}
+
+
+_FINISHED_SINCE = select(
+    func.count().label("finished"),
+    func.sum(case((runs.c.status == RunStatus.COMPLETED, 1), else_=0)).label("completed"),
+).where(runs.c.status.in_([RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.ABORTED]),
+        runs.c.completed_at >= bindparam("since"))
+_FINISHED_SINCE_IN_PROJECT = _FINISHED_SINCE.where(runs.c.project_id == bindparam("project_id"))
 
 
 async def worker_statistics(conn: AsyncConnection, worker_id: str) -> dict[str, Any]:

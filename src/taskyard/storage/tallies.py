@@ -61,9 +61,11 @@ class Figures:
         return round(self.seconds / self.timed, 3) if self.timed else None
 
 
+_MARK = select(run_tally_marks.c.through_id).where(run_tally_marks.c.id == 1)
+
+
 async def mark(conn: AsyncConnection) -> int:
-    value = (await conn.execute(select(run_tally_marks.c.through_id).where(run_tally_marks.c.id == 1))).scalar()
-    return int(value or 0)
+    return int((await conn.execute(_MARK)).scalar() or 0)
 
 
 async def figures(conn: AsyncConnection, *, project_id: int | None, task_id: int | None = None,
@@ -112,9 +114,8 @@ def _figures(by_project: bool, by_task: bool, by_status: bool) -> Select[Any]:
 async def advance(conn: AsyncConnection, *, before: datetime, chunk: int, now: datetime) -> int:
     """Count the open runs that have finished, and move the mark over up to `chunk` more runs created
     before `before`. Returns how many runs the mark passed. Run it in a write transaction."""
-    locked = select(run_tally_marks.c.through_id).where(run_tally_marks.c.id == 1)
-    if conn.dialect.name == "postgresql":
-        locked = locked.with_for_update()  # one advance at a time; a second waits, then starts from its end
+    locked = _MARK.with_for_update() if conn.dialect.name == "postgresql" else _MARK
+    # One advance at a time: a second one waits here, then starts where the first one stopped.
     through = (await conn.execute(locked)).scalar()
     if through is None:
         await conn.execute(insert(run_tally_marks).values(id=1, through_id=0, updated_at=now))

@@ -193,14 +193,20 @@ async def earliest_next_run(conn: AsyncConnection) -> datetime | None:
 
 
 async def counts(conn: AsyncConnection, *, project_id: int | None) -> dict[str, int]:
-    row = (await conn.execute(select(
-        func.count().label("total"),
-        func.sum(case((tasks.c.status == "active", 1), else_=0)).label("active"),
-        func.sum(case((tasks.c.status == "paused", 1), else_=0)).label("paused"),
-        func.sum(case((tasks.c.last_run_status == RunStatus.COMPLETED, 1), else_=0)).label("completed"),
-        func.sum(case((tasks.c.last_run_status == RunStatus.FAILED, 1), else_=0)).label("failed"),
-    ).where(live, in_project(project_id)))).mappings().one()
+    statement, parameters = (_COUNTS, {}) if project_id is None else (_COUNTS_IN_PROJECT, {"project_id": project_id})
+    row = (await conn.execute(statement, parameters)).mappings().one()
     return {k: int(v or 0) for k, v in row.items()}
+
+
+# Built once (system statistics read them on every call): building them cost more than running them.
+_COUNTS = select(
+    func.count().label("total"),
+    func.sum(case((tasks.c.status == "active", 1), else_=0)).label("active"),
+    func.sum(case((tasks.c.status == "paused", 1), else_=0)).label("paused"),
+    func.sum(case((tasks.c.last_run_status == RunStatus.COMPLETED, 1), else_=0)).label("completed"),
+    func.sum(case((tasks.c.last_run_status == RunStatus.FAILED, 1), else_=0)).label("failed"),
+).where(live)
+_COUNTS_IN_PROJECT = _COUNTS.where(tasks.c.project_id == bindparam("project_id"))
 
 
 _RECORD_OUTCOME = update(tasks).where(tasks.c.id == bindparam("task_id"))
