@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from contract_kit import claim, make_task, make_worker, report
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select, update
 
 from conftest import FakeClock
 from taskyard.services import tallies as tally_service
@@ -15,7 +15,7 @@ from taskyard.services.core import Core
 from taskyard.services.scope import DEFAULT_SCOPE, UNSCOPED, Scope
 from taskyard.services.tasks import TaskSpec
 from taskyard.storage.paging import PageRequest
-from taskyard.storage.tables import runs
+from taskyard.storage.tables import run_tallies, run_tally_marks, runs
 
 
 async def _truth(core: Core, **where: Any) -> dict[str, tuple[int, float, int]]:
@@ -106,4 +106,19 @@ async def test_a_long_history_is_tallied_in_pieces(core: Core, clock: FakeClock,
     assert await core.tallies.advance(max_chunks=2) == 6  # a pass may stop early; the next one goes on
     await _check(core, [task.id], DEFAULT_SCOPE)
     assert await core.tallies.advance() == 2
+    await _check(core, [task.id], DEFAULT_SCOPE)
+
+
+async def test_a_mark_that_went_back_is_noticed(core: Core, clock: FakeClock) -> None:
+    """A database restored to before its tallies under a running server: counts stay exact."""
+    task = await make_task(core)
+    worker = await make_worker(core)
+    for k in range(3):
+        await _finish(core, clock, worker.id, task.id, "completed", float(k))
+    clock.advance(120)
+    assert await core.tallies.advance() == 3
+    await _check(core, [task.id], DEFAULT_SCOPE)  # this server has now seen the mark at the third run
+    async with core.db.write() as conn:
+        await conn.execute(delete(run_tallies))
+        await conn.execute(update(run_tally_marks).values(through_id=0))
     await _check(core, [task.id], DEFAULT_SCOPE)

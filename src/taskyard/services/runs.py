@@ -171,7 +171,7 @@ class RunService:
         if page.sort not in run_rows.SORTABLE:
             raise ValidationFailed(f"cannot sort runs by '{page.sort}'", field="sort", rule="one_of",
                                    value=page.sort)
-        async with self.core.db.snapshot() as conn:
+        async with self.core.db.read() as conn:
             runs, total, exact = await run_rows.list_runs(
                 conn, project_id=scope.project_id, task_id=task_id, status=status, worker_id=worker_id,
                 start_date=start_date, end_date=end_date, page=page)

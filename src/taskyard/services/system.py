@@ -52,7 +52,7 @@ class SystemService:
             return components
         started = time.perf_counter()
         now = self.core.clock()
-        async with self.core.db.snapshot() as conn:
+        async with self.core.db.read() as conn:
             depth = await run_rows.queue_depth(conn, now, project_id=scope.project_id)
             queue_time = time.perf_counter() - started
             waiting = await tally_rows.figures(conn, project_id=scope.project_id,
@@ -75,7 +75,7 @@ class SystemService:
     async def stats(self, *, scope: Scope = UNSCOPED) -> dict[str, Any]:
         now = self.core.clock()
         project_id = scope.project_id
-        async with self.core.db.snapshot() as conn:
+        async with self.core.db.read() as conn:
             tasks = await task_rows.counts(conn, project_id=project_id)
             found = await tally_rows.figures(conn, project_id=project_id)
             workers = await worker_rows.counts(conn, project_id=project_id)
@@ -121,7 +121,7 @@ class SystemService:
         """The figures /system/metrics exports, read in one snapshot."""
         now = self.core.clock()
         project_id = scope.project_id
-        async with self.core.db.snapshot() as conn:
+        async with self.core.db.read() as conn:
             found = await tally_rows.figures(conn, project_id=project_id)
             return {"tasks": await task_rows.counts(conn, project_id=project_id),
                     "runs": {status: f.runs for status, f in found.items()},

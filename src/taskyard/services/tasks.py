@@ -147,7 +147,7 @@ class TaskService:
         return updated
 
     async def get(self, task_id: int, *, scope: Scope = UNSCOPED) -> TaskDetail:
-        async with self.core.db.snapshot() as conn:
+        async with self.core.db.read() as conn:
             task = await self._get(conn, task_id, scope)
             found = await tally_rows.figures(conn, project_id=None, task_id=task_id)
         none = tally_rows.Figures()

@@ -90,18 +90,12 @@ class Database:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        """One read transaction (READ COMMITTED on PostgreSQL: each statement sees the latest commits)."""
-        async with self._connect() as conn, conn.begin():
-            yield conn
-
-    @asynccontextmanager
-    async def snapshot(self) -> AsyncIterator[AsyncConnection]:
-        """Reads that must agree with each other, such as a tally and the runs after its mark: on
-        PostgreSQL the whole transaction sees one snapshot (REPEATABLE READ; `read()` gives each statement
-        its own), and a SQLite read transaction is one snapshot already."""
+        """Reads only. On PostgreSQL each statement runs on its own (autocommit): under READ COMMITTED a
+        transaction around them would give each its own snapshot anyway, and its BEGIN and COMMIT cost two
+        round trips per request. On SQLite one read transaction, which is one snapshot."""
         async with self._connect() as conn:
             if self.is_postgres:
-                await conn.execution_options(isolation_level="REPEATABLE READ")
+                await conn.execution_options(isolation_level="AUTOCOMMIT")
             async with conn.begin():
                 yield conn
 

@@ -107,8 +107,7 @@ async def list_runs(conn: AsyncConnection, *, project_id: int | None, task_id: i
                     status: list[str] | None, worker_id: str | None, start_date: date | None,
                     end_date: date | None, page: PageRequest) -> tuple[list[Run], int, bool]:
     """A page of runs, their total and whether it is exact. Filtered by project, task and status only,
-    the total comes from the tallies, exact, so call this in a `Database.snapshot()`; with a worker or
-    dates it is counted up to TOTAL_LIMIT."""
+    the total comes from the tallies, exact; with a worker or dates it is counted up to TOTAL_LIMIT."""
     query = select(runs).where(in_project(project_id))
     if task_id is not None:
         query = query.where(runs.c.task_id == task_id)

@@ -4,9 +4,9 @@ A final run never changes again and runs are never deleted, so each finished run
 good. `advance` (the leader, every few seconds) walks the runs in id order behind a mark: every run up to
 `run_tally_marks.through_id` is either counted in `run_tallies` or, when it had not finished as the mark
 passed it, listed in `run_tally_open` until it has. A reader adds the tallies to the runs after the mark
-and the open ones, read as they are (`figures`); both in one snapshot (`Database.snapshot`), so the sum is
-exact whenever it is read, however far behind the mark is. The cost of a read is the number of tasks
-plus the runs created since the last advance plus the unfinished ones: never the runs stored.
+and the open ones, read as they are, in one statement (`figures`), so the sum is exact whenever it is
+read, however far behind the mark is. The cost of a read is the number of tasks plus the runs created
+since the last advance plus the unfinished ones: never the runs stored.
 
 The mark only passes runs created before a cutoff a minute in the past: on PostgreSQL a run's id is
 drawn before its transaction commits, and a run the advancing transaction cannot see yet must not be
@@ -20,16 +20,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from sqlalchemy import (
     BigInteger,
     Select,
+    String,
     bindparam,
     case,
+    cast,
     delete,
     func,
     insert,
     literal,
+    null,
     select,
     true,
     union_all,
@@ -70,24 +74,42 @@ async def mark(conn: AsyncConnection) -> int:
 
 async def figures(conn: AsyncConnection, *, project_id: int | None, task_id: int | None = None,
                   statuses: list[str] | None = None) -> dict[str, Figures]:
-    """Per status, the runs matching the filters (None: any project, any task, any status). Call it in a
-    `Database.snapshot()`, so the mark, the tallies and the runs are read as of one moment."""
-    parameters: dict[str, Any] = {"through": await mark(conn), "project_id": project_id, "task_id": task_id,
-                                  "statuses": statuses}
+    """Per status, the runs matching the filters (None: any project, any task, any status), exact: one
+    statement reads the mark, the tallies and the runs not tallied, so they agree with each other."""
+    engine = conn.sync_engine
+    seen = _seen.get(engine)
+    if seen is None:
+        seen = await mark(conn)
     statement = _figures(project_id is not None, task_id is not None, statuses is not None)
-    rows = await conn.execute(statement, {k: v for k, v in parameters.items() if v is not None})
-    return {str(status): Figures(int(n or 0), float(s or 0.0), int(t or 0)) for status, n, s, t in rows.all()}
+    parameters = {k: v for k, v in (("seen", seen), ("project_id", project_id), ("task_id", task_id),
+                                    ("statuses", statuses)) if v is not None}
+    rows = (await conn.execute(statement, parameters)).all()
+    through = int(rows[0][4] or 0)
+    if through < seen:  # the mark went back (a database restored under a running server): ask again
+        _seen.pop(engine, None)
+        return await figures(conn, project_id=project_id, task_id=task_id, statuses=statuses)
+    _seen[engine] = through
+    return {str(status): Figures(int(n or 0), float(s or 0.0), int(t or 0))
+            for status, n, s, t, _ in rows if status is not None}
+
+
+# Where each database's mark was last seen. The statement below bounds its scan of the runs past the mark
+# by this value, a plain parameter, so the planner knows how few runs lie past it; the exact mark comes
+# from the statement itself. Marks only move forward, so a stale value costs a longer scan, never a
+# wrong count.
+_seen: WeakKeyDictionary[Any, int] = WeakKeyDictionary()
 
 
 @cache
 def _figures(by_project: bool, by_task: bool, by_status: bool) -> Select[Any]:
     """The statement for one combination of filters, built once: building and keying it anew cost more
     than running it."""
+    through = _MARK.scalar_subquery()
     # The runs not tallied: after the mark, or open. Computed first (MATERIALIZED), by primary key only:
     # with the filters beside them, SQLite would rather walk a status or task index through every run.
     columns = (runs.c.project_id, runs.c.task_id, runs.c.status, runs.c.execution_time)
     live = union_all(
-        select(*columns).where(runs.c.id > bindparam("through", type_=BigInteger)),
+        select(*columns).where(runs.c.id > bindparam("seen", type_=BigInteger), runs.c.id > through),
         select(*columns).where(runs.c.id.in_(select(run_tally_open.c.run_id))),
     ).cte("live").prefix_with("MATERIALIZED")
 
@@ -106,9 +128,11 @@ def _figures(by_project: bool, by_task: bool, by_status: bool) -> Select[Any]:
         *filters(run_tallies.c))
     untallied = select(live.c.status, literal(1), func.coalesce(seconds, 0.0),
                        case((seconds.is_(None), 0), else_=1)).where(*filters(live.c))
-    both = union_all(tallied, untallied).subquery()
-    return select(both.c.status, func.sum(both.c.runs), func.sum(both.c.seconds),
-                  func.sum(both.c.timed)).group_by(both.c.status)
+    # A row of no status: the answer always has one, carrying the mark even when nothing matches.
+    nothing = select(cast(null(), String(16)), literal(0), literal(0.0), literal(0))
+    both = union_all(tallied, untallied, nothing).subquery()
+    return select(both.c.status, func.sum(both.c.runs), func.sum(both.c.seconds), func.sum(both.c.timed),
+                  through.label("through")).group_by(both.c.status)
 
 
 async def advance(conn: AsyncConnection, *, before: datetime, chunk: int, now: datetime) -> int:
