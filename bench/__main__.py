@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import cron, ingest, latency, memory, scaling, throughput
+from bench import cron, ingest, latency, memory, reads, scaling, throughput
 from bench._context import Context
 from bench._report import Report
 
@@ -26,8 +26,9 @@ BENCHMARKS: dict[str, Callable[[Context, Report, argparse.Namespace], None]] = {
     "latency": lambda ctx, report, args: latency.run(ctx, report, samples=args.samples, rate=args.rate),
     "ingest": lambda ctx, report, args: ingest.run(ctx, report, events=args.events),
     "memory": lambda ctx, report, args: memory.run(ctx, report),
-    "scaling": lambda ctx, report, args: scaling.run(ctx, report, runs=args.runs),
+    "reads": lambda ctx, report, args: reads.run(ctx, report, stored=args.stored),
     "cron": lambda ctx, report, args: cron.run(ctx, report, tasks=args.tasks),
+    "scaling": lambda ctx, report, args: scaling.run(ctx, report, runs=args.runs),
 }
 
 
@@ -46,6 +47,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, help="latency: triggers per measurement (default 1,000)")
     parser.add_argument("--rate", type=float, default=100.0, help="latency: triggers per second")
     parser.add_argument("--events", type=int, help="ingest: events per measurement (default 50,000)")
+    parser.add_argument("--stored", type=int, help="reads: runs stored for the large size (default 1,000,000)")
     parser.add_argument("--tasks", type=int, help="cron: scheduled tasks per case (default 10,000)")
     args = parser.parse_args()
     names = args.names or list(BENCHMARKS)

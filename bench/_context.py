@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,15 @@ from pathlib import Path
 from bench import _procs
 
 DATABASE_NAMES = {"sqlite": "SQLite", "postgres": "PostgreSQL"}
+
+
+@dataclass(frozen=True)
+class Server:
+    """A running `taskyard server`: its base URL, its process, and the database it serves."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    database_url: str  # sqlite:///<home>/taskyard.db for SQLite
 
 
 @dataclass(frozen=True)
@@ -33,9 +43,16 @@ class Context:
     @contextlib.contextmanager
     def server(self, database: str, name: str, env: dict[str, str] | None = None) -> Iterator[str]:
         """A real `taskyard server` on a fresh database; yields its base URL."""
+        with self.served(database, name, env) as server:
+            yield server.url
+
+    @contextlib.contextmanager
+    def served(self, database: str, name: str, env: dict[str, str] | None = None) -> Iterator[Server]:
+        """The same, for benchmarks that also need the server's process or its database."""
+        home = self.home(f"{name}-{database}")
         with _procs.database_for(database, self.postgres_url) as url_db:
-            proc, url = _procs.start_server(self.home(f"{name}-{database}"), url_db, env)
+            proc, url = _procs.start_server(home, url_db, env)
             try:
-                yield url
+                yield Server(url, proc, url_db or f"sqlite:///{home / 'taskyard.db'}")
             finally:
                 _procs.stop(proc)

@@ -23,7 +23,7 @@ def test_the_suite_runs_every_benchmark_at_smoke_size() -> None:
     written = Path(done.stdout.strip().rsplit("written to ", 1)[1])
     figures = json.loads(written.read_text())["figures"]
     benchmarks = {f["benchmark"] for f in figures}
-    assert benchmarks == {"throughput", "latency", "ingest", "memory", "scaling", "cron"}, benchmarks
+    assert benchmarks == {"throughput", "latency", "ingest", "memory", "cron", "reads", "scaling"}, benchmarks
     # Every comparison has both sides measured.
     assert all(f["taskyard"]["median"] > 0 for f in figures)
     assert all(f["peer"]["median"] > 0 for f in figures if f["peer_name"])
