@@ -149,6 +149,7 @@ Index("ix_runs_created_at", runs.c.created_at)
 Index("ix_runs_task_status_completed_at", runs.c.task_id, runs.c.status, runs.c.completed_at)
 # One per sort and filter of the run list (0008), so a page reads its own rows and not every run's.
 Index("ix_runs_status_created_at", runs.c.status, runs.c.created_at)
+Index("ix_runs_worker_id_created_at", runs.c.worker_id, runs.c.created_at)
 Index("ix_runs_priority_rank_created_at", runs.c.priority_rank, runs.c.created_at)
 Index("ix_runs_started_at", runs.c.started_at)
 Index("ix_runs_completed_at", runs.c.completed_at)

@@ -7,7 +7,8 @@ Create Date: 2026-11-23 07:10:00
 With a million runs stored, a run list sorted by a column without an index sorted every run for each
 page, and the statistics of a task or of the system counted every run. Each sort and filter of the run
 list now has an index whose order is the page's order ((status, created_at) replaces (status,
-completed_at), whose one reader, the recent throughput, is served by completed_at alone), and finished
+completed_at), whose one reader, the recent throughput, is served by completed_at alone; a worker's runs
+newest first come from (worker_id, created_at), which SQLite would otherwise sort), and finished
 runs are counted once into run_tallies (storage/tallies.py). The tallies start empty with their mark at
 0; the leader fills them in chunks, and until then statistics count the runs past the mark themselves.
 """
@@ -27,6 +28,7 @@ Id = sa.BigInteger().with_variant(sa.Integer(), 'sqlite')
 def upgrade() -> None:
     op.drop_index("ix_runs_status_completed_at", table_name="runs")
     op.create_index("ix_runs_status_created_at", "runs", ["status", "created_at"])
+    op.create_index("ix_runs_worker_id_created_at", "runs", ["worker_id", "created_at"])
     op.create_index("ix_runs_priority_rank_created_at", "runs", ["priority_rank", "created_at"])
     op.create_index("ix_runs_started_at", "runs", ["started_at"])
     op.create_index("ix_runs_completed_at", "runs", ["completed_at"])
@@ -64,5 +66,6 @@ def downgrade() -> None:
     op.drop_index("ix_runs_completed_at", table_name="runs")
     op.drop_index("ix_runs_started_at", table_name="runs")
     op.drop_index("ix_runs_priority_rank_created_at", table_name="runs")
+    op.drop_index("ix_runs_worker_id_created_at", table_name="runs")
     op.drop_index("ix_runs_status_created_at", table_name="runs")
     op.create_index("ix_runs_status_completed_at", "runs", ["status", "completed_at"])
