@@ -96,7 +96,26 @@ def prepare(server: Server, database: str, runs: int) -> Stored:
         seeded = _seed.seed_postgres(server.database_url, runs, tasks, workers)
     else:
         seeded = _seed.seed_sqlite(server.database_url.removeprefix("sqlite:///"), runs, tasks, workers)
-    return Stored(tasks, workers, seeded, wait_for_tallies(database, server.database_url, seeded.last_id))
+    tallied = wait_for_tallies(database, server.database_url, seeded.last_id)
+    if database == "sqlite":
+        checkpoint(server.database_url.removeprefix("sqlite:///"))
+    return Stored(tasks, workers, seeded, tallied)
+
+
+def checkpoint(path: str, timeout: float = 120) -> None:
+    """Fold the write-ahead log the seeding left (as large as the database) back into the database file,
+    as SQLite itself does in small steps over time; otherwise the server's first writes would do it in
+    the middle of the measurement."""
+    import sqlite3
+
+    deadline = time.perf_counter() + timeout
+    with contextlib.closing(sqlite3.connect(path, timeout=60)) as conn:
+        while time.perf_counter() < deadline:
+            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if not busy:
+                return
+            time.sleep(0.2)
+    raise RuntimeError(f"could not checkpoint {path} in {timeout:.0f} s")
 
 
 def wait_for_tallies(database: str, database_url: str, last_id: int, timeout: float = 600) -> float:
