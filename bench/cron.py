@@ -16,7 +16,9 @@ No workers run: the lag of a slot is the time from the slot to its run being dur
   figure: the scheduler takes one `now` at the start of a tick and writes it on every run of that tick,
   while the runs become visible only when the tick's transaction commits. Both are kept in the raw results
   ("recorded" is created_at minus the slot) so the difference shows.
-* Celery beat: `time.time()` just after beat's publish to Redis returned (see the peer's docstring).
+* Celery beat: `time.time()` just after beat's publish to Redis returned (see the peer's docstring). A
+  publish counts for the entry's latest slot at or before it, as taskyard's catch-up "latest" names a late
+  run's `scheduled_for`: a publish more than a period late shows as a missed slot plus a shorter lag.
 
 One window is measured: the second whole period that starts at least `margin` seconds after every task
 exists (for beat: after it loaded its schedule). The period before it is a warm-up with every task in place,
@@ -55,7 +57,7 @@ import httpx
 from bench import _procs
 from bench._context import DATABASE_NAMES, Context
 from bench._report import Figure, Measured, Report, percentile
-from bench.peers import celery_beat_peer
+from bench.peers import celery_beat_peer, celery_peer
 from bench.peers._peer_procs import tail
 
 CASES = ("same minute", "spread")
@@ -118,6 +120,7 @@ class Observer(threading.Thread):
         self.rows: list[tuple[int, float, float, float]] = []  # task id, slot, created_at, seen at
         self.error: BaseException | None = None
         self.polls = 0
+        self.max_gap = 0.0  # seconds between two polls, at worst: on a busy machine stamps are that coarse
         self._lock = threading.Lock()
         self._halt = threading.Event()
 
@@ -133,12 +136,13 @@ class Observer(threading.Thread):
             conn, mark = self._connect()
             query = (f"SELECT id, task_id, scheduled_for, created_at FROM runs WHERE id > {mark} "
                      "AND scheduled_for IS NOT NULL ORDER BY id")
-            last = 0
+            last, previous = 0, time.time()
             with contextlib.closing(conn):
                 while not self._halt.is_set():
                     seen = time.time()  # the query's snapshot is taken just after: a commit it sees came before
                     rows = conn.execute(query, (last,)).fetchall()
                     self.polls += 1
+                    self.max_gap, previous = max(self.max_gap, seen - previous), seen
                     if rows:
                         last = int(rows[-1][0])
                         with self._lock:
@@ -282,8 +286,8 @@ def _iso(epoch: float) -> str:
 def measure_taskyard(ctx: Context, database: str, plan: Plan, attempt: int) -> dict[str, Any]:
     with taskyard(ctx, database, plan, attempt) as side:
         window, fired = collect(side, plan)
-        polls = side.observer.polls
-    return {**tally(plan, window, fired), "observer_polls": polls}
+        polls, gap = side.observer.polls, side.observer.max_gap
+    return {**tally(plan, window, fired), "observer_polls": polls, "observer_max_gap_ms": round(gap * 1000, 1)}
 
 
 def measure_beat(ctx: Context, plan: Plan, attempt: int) -> dict[str, Any]:
@@ -295,9 +299,9 @@ def measure_beat(ctx: Context, plan: Plan, attempt: int) -> dict[str, Any]:
         window, fired = collect(_BeatSide(beat), plan)
     published = len(beat.fired())
     if beat.queued is not None and beat.queued < published:
-        # Only something else on Redis database 15 (another Celery benchmark's reset or worker) takes them.
+        # Only something else on the Celery peer's Redis database (another run's reset or worker) takes them.
         print(f"   warning: beat recorded {published} publishes but Redis holds {beat.queued} messages: "
-              "is another benchmark using Redis database 15?", flush=True)
+              f"is another benchmark using {celery_peer.REDIS_URL}?", flush=True)
     return {**tally(plan, window, fired), "published_in_all": published, "queued_in_redis": beat.queued,
             "load_s": round(beat.ready_at - started, 1)}
 

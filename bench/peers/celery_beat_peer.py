@@ -1,6 +1,6 @@
 """Celery beat as the cron peer: one beat process with one schedule entry per task, publishing to Redis.
 
-It runs in the Celery venv of celery_peer (same install, same `bench_app` and the same Redis database 15,
+It runs in the Celery venv of celery_peer (same install, same `bench_app` and the same Redis database,
 cleared before and after each measurement). No worker is started: the messages beat publishes stay queued,
 and the queue length is checked against what beat recorded before it is cleared.
 
