@@ -219,16 +219,19 @@ async def open_loop(plan: list[Case], rate: float, seconds: float, send: Callabl
     """Each request is due at its planned time, whatever the earlier ones are doing, and its latency counts
     from that time: a server that falls behind is charged for the wait. IN_FLIGHT senders take the due
     requests in turn (a queue here, not thousands of requests parked in the HTTP client's pool, whose
-    bookkeeping grows with their number and would make the client the bottleneck)."""
+    bookkeeping grows with their number and would make the client the bottleneck). With one sender, the
+    requests go one at a time and each is timed from when it was sent."""
     latencies: dict[str, list[float]] = {case.name: [] for case in plan}
+    charge_waiting = in_flight > 1
     loop = asyncio.get_running_loop()
     due: asyncio.Queue[tuple[Case, int, float] | None] = asyncio.Queue()
 
     async def sender() -> None:
         while (item := await due.get()) is not None:
             case, variant, planned = item
+            sent = loop.time()
             await send(case, variant)
-            latencies[case.name].append((loop.time() - planned) * 1000)
+            latencies[case.name].append((loop.time() - (planned if charge_waiting else sent)) * 1000)
 
     senders = [asyncio.create_task(sender()) for _ in range(in_flight)]
     started = loop.time()
