@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
 
 
+@pytest.mark.timeout(900)  # seven benchmarks, each starting servers, workers and peers; cron waits for its period
 def test_the_suite_runs_every_benchmark_at_smoke_size() -> None:
     done = subprocess.run([sys.executable, "-m", "bench", "--smoke"], cwd=ROOT, capture_output=True, text=True,
                           timeout=900)
