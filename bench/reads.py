@@ -249,7 +249,8 @@ async def open_loop(plan: list[Case], rate: float, seconds: float, send: Callabl
 
 async def load_http(url: str, plan: list[Case], rate: float, seconds: float, in_flight: int = IN_FLIGHT,
                     ) -> dict[str, list[float]]:
-    limits = httpx.Limits(max_connections=IN_FLIGHT, max_keepalive_connections=IN_FLIGHT)
+    # Idle connections are dropped before the server's keep-alive of 5 s would close them under a request.
+    limits = httpx.Limits(max_connections=IN_FLIGHT, max_keepalive_connections=IN_FLIGHT, keepalive_expiry=2.0)
     async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as client:
         async def send(case: Case, variant: int) -> None:
             path, params = case.requests[variant]
