@@ -68,9 +68,7 @@ class Core:
                 with contextlib.suppress(Exception):
                     observer(finished.run)
         lifecycle.finished.clear()
-        if self.db.is_sqlite:
-            self.db.wakeup.fire()
 
     def wake(self) -> None:
-        if self.db.is_sqlite:
-            self.db.wakeup.fire()
+        """Wake this server's pollers now (a wake-up requested in a transaction fires at its commit)."""
+        self.db.wakeup.fire()

@@ -103,12 +103,14 @@ class RunService:
                                          parameters=parameters,
                                          priority=Priority(priority) if priority else None,
                                          timeout_seconds=timeout_seconds, reason="triggered")
-            known, average = self.averages.get(task_id)
-            if not known:
-                average = await task_rows.recent_average_execution_time(conn, task_id)
-                self.averages.put(task_id, average)
         assert run is not None
         self.core.publish(lifecycle)
+        # Read after the commit: the run is claimable a round trip sooner, and the estimate needs no lock.
+        known, average = self.averages.get(task_id)
+        if not known:
+            async with self.core.db.read() as conn:
+                average = await task_rows.recent_average_execution_time(conn, task_id)
+            self.averages.put(task_id, average)
         return Triggered(run, average)
 
     async def restart(self, run_id: int, *, scope: Scope = UNSCOPED) -> Run:

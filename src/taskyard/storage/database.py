@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -17,7 +18,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from taskyard.domain.errors import Unavailable
-from taskyard.storage.wakeup import Wakeup
+from taskyard.storage.wakeup import ORIGIN_KEY, WAKE_KEY, Wakeup
 
 
 def async_url(url: str) -> str:
@@ -78,15 +79,21 @@ class Database:
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
-        """One write transaction; committed when the block exits cleanly."""
-        if self._write_lock is not None:
-            async with self._write_lock, self._connect() as conn:
+        """One write transaction; committed when the block exits cleanly. If it asked for a wake-up
+        (wakeup.request_wake), this server's pollers are woken as soon as it has committed."""
+        async with contextlib.AsyncExitStack() as stack:
+            if self._write_lock is not None:
+                await stack.enter_async_context(self._write_lock)
+            conn = await stack.enter_async_context(self._connect())
+            if self._write_lock is not None:
                 await conn.execution_options(taskyard_write=True)
-                async with conn.begin():
-                    yield conn
-        else:
-            async with self._connect() as conn, conn.begin():
+            conn.info[ORIGIN_KEY] = self.wakeup.origin
+            conn.info[WAKE_KEY] = False
+            async with conn.begin():
                 yield conn
+            wake = conn.info.get(WAKE_KEY, False)
+        if wake:
+            self.wakeup.fire()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:

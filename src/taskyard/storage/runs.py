@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Integer, bindparam, case, delete, func, insert, literal, or_, select, text, true, update
+from sqlalchemy import Integer, bindparam, case, delete, func, insert, literal, or_, select, true, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -16,6 +17,7 @@ from taskyard.storage import tallies
 from taskyard.storage.paging import PageRequest, fetch_page
 from taskyard.storage.tables import run_history, run_logs, run_waits, runs
 from taskyard.storage.types import UTCDateTime
+from taskyard.storage.wakeup import request_wake
 
 SORTABLE = {"created_at", "started_at", "completed_at", "id", "status", "priority", "execution_time",
             "task_id"}
@@ -35,13 +37,39 @@ _INSERT_SLOT_RUN = {
     .returning(*runs.c),
 }
 _INSERT_HISTORY = insert(run_history)
+_HISTORY_COLUMNS = ["run_id", "attempt", "status", "at", "worker_id", "reason"]
+
+
+def _with_history(changed: Any, at: str) -> Any:
+    """PostgreSQL: a statement that writes runs (INSERT or UPDATE … RETURNING) and, in the same round trip,
+    the history row of each run it wrote, in the run's new status at its column `at`; the runs come back
+    as its rows."""
+    written = changed.cte("written")
+    history = insert(run_history).from_select(_HISTORY_COLUMNS, select(
+        written.c.id, written.c.attempt, written.c.status, written.c[at], written.c.worker_id,
+        bindparam("b_reason", type_=run_history.c.reason.type)))
+    return select(written).add_cte(history.cte("written_history"))
+
+
+@functools.cache
+def _postgres_insert_run(columns: tuple[str, ...], on_conflict_skip: bool) -> Any:
+    """The run and its history row in one statement, built once per set of columns given."""
+    values = {runs.c[name]: bindparam(name, type_=runs.c[name].type) for name in columns}
+    inserted: Any = insert(runs).values(values)
+    if on_conflict_skip:
+        inserted = pg_insert(runs).values(values).on_conflict_do_nothing(index_elements=["task_id", "scheduled_for"])
+    return _with_history(inserted.returning(*runs.c), "created_at")
 
 
 async def insert_run(conn: AsyncConnection, values: dict[str, Any], *, reason: str | None = None,
                      on_conflict_skip: bool = False) -> Run | None:
     """Insert one run and its first history row; the stored run comes back from the INSERT itself (no
     read after it). With on_conflict_skip a second insert of the same cron slot returns None instead of
-    failing, so two schedulers can never fire a slot twice."""
+    failing, so two schedulers can never fire a slot twice. On PostgreSQL both rows go in one round trip."""
+    if conn.dialect.name == "postgresql":
+        stmt = _postgres_insert_run(tuple(sorted(values)), on_conflict_skip)
+        row = (await conn.execute(stmt, {**values, "b_reason": reason})).mappings().first()
+        return Run.from_row(row) if row is not None else None
     stmt = _INSERT_SLOT_RUN[conn.dialect.name] if on_conflict_skip else _INSERT_RUN
     row = (await conn.execute(stmt, values)).mappings().first()
     if row is None:
@@ -145,6 +173,15 @@ def _status_change(guard_attempt: bool, guard_worker: bool) -> Any:
 _STATUS_CHANGES = {(a, w): _status_change(a, w) for a in (False, True) for w in (False, True)}
 
 
+@functools.cache
+def _postgres_status_change(columns: tuple[str, ...], guard_attempt: bool, guard_worker: bool) -> Any:
+    """PostgreSQL: the guarded UPDATE and the history row in one round trip, built once per set of columns
+    changed (a statement embedded in a CTE cannot take its SET clause from the parameters)."""
+    changed = _STATUS_CHANGES[(guard_attempt, guard_worker)].values(
+        {runs.c[name]: bindparam(name, type_=runs.c[name].type) for name in columns})
+    return _with_history(changed, "updated_at")
+
+
 async def change_status(conn: AsyncConnection, run_id: int, *, expected: frozenset[RunStatus] | set[RunStatus],
                         values: dict[str, Any], at: datetime, reason: str | None = None,
                         worker_id: str | None = None, attempt: int | None = None) -> Run | None:
@@ -155,6 +192,11 @@ async def change_status(conn: AsyncConnection, run_id: int, *, expected: frozens
         params["b_attempt"] = attempt
     if worker_id is not None:
         params["b_worker_id"] = worker_id
+    if conn.dialect.name == "postgresql":
+        stmt = _postgres_status_change(tuple(sorted({*values, "updated_at"})), attempt is not None,
+                                       worker_id is not None)
+        row = (await conn.execute(stmt, {**params, "b_reason": reason})).mappings().first()
+        return Run.from_row(row) if row is not None else None
     stmt = _STATUS_CHANGES[(attempt is not None, worker_id is not None)]
     row = (await conn.execute(stmt, params)).mappings().first()
     if row is None:
@@ -194,7 +236,9 @@ def _claim_statement(dialect: str) -> Any:
     )
 
 
-_CLAIMS = {dialect: _claim_statement(dialect) for dialect in ("postgresql", "sqlite")}
+# PostgreSQL writes the claimed runs' history rows in the claim's own statement.
+_CLAIMS = {"postgresql": _with_history(_claim_statement("postgresql"), "started_at"),
+           "sqlite": _claim_statement("sqlite")}
 
 
 async def claim(conn: AsyncConnection, *, project_id: int, worker_id: str, hostname: str, task_types: list[str],
@@ -204,9 +248,10 @@ async def claim(conn: AsyncConnection, *, project_id: int, worker_id: str, hostn
         return []
     rows = (await conn.execute(_CLAIMS[conn.dialect.name], {
         "b_now": now, "b_task_types": task_types, "b_project_id": project_id, "b_limit": limit,
-        "b_worker_id": worker_id, "b_hostname": hostname, "b_lease_until": lease_until})).mappings().all()
+        "b_worker_id": worker_id, "b_hostname": hostname, "b_lease_until": lease_until, "b_reason": None,
+    })).mappings().all()
     claimed = sorted((Run.from_row(r) for r in rows), key=lambda r: (-r.priority.rank, r.id))
-    if claimed:
+    if claimed and conn.dialect.name != "postgresql":
         await conn.execute(_INSERT_HISTORY, [
             {"run_id": r.id, "attempt": r.attempt, "status": RunStatus.RUNNING, "at": now,
              "worker_id": worker_id, "reason": None} for r in claimed])
@@ -383,8 +428,7 @@ async def any_became_available(conn: AsyncConnection, after: datetime, until: da
 
 
 async def notify(conn: AsyncConnection) -> None:
-    """Wake pollers on every PostgreSQL server once this transaction commits."""
-    if conn.dialect.name == "postgresql":
-        await conn.execute(text("NOTIFY taskyard_wakeup"))
+    """Wake pollers on every server once this transaction commits."""
+    await request_wake(conn)
 
 

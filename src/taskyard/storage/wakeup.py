@@ -1,6 +1,9 @@
 """Wake long-polling workers at once when runs become claimable or control messages wait.
 
 In one process an asyncio event does it; across PostgreSQL servers, LISTEN/NOTIFY feeds the same event.
+A transaction that makes work claimable marks its connection (`request_wake`): once it commits, this
+server's pollers are woken at once, and its NOTIFY carries this server's origin so that the listener
+skips the echo of its own wake-up (a second, empty claim per wake) and only other servers act on it.
 """
 
 from __future__ import annotations
@@ -8,15 +11,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 log = logging.getLogger("taskyard.storage.wakeup")
 
 CHANNEL = "taskyard_wakeup"
+# Keys of a connection's `info`: which server's wake-up it belongs to, and whether its transaction asked
+# for a wake-up at commit.
+ORIGIN_KEY = "taskyard_wakeup_origin"
+WAKE_KEY = "taskyard_wake_at_commit"
+_NOTIFY = text(f"SELECT pg_notify('{CHANNEL}', :origin)")
+
+
+async def request_wake(conn: AsyncConnection) -> None:
+    """Wake pollers once this transaction commits: this server's at once, other PostgreSQL servers'
+    through NOTIFY (sent on commit, dropped on rollback)."""
+    conn.info[WAKE_KEY] = True
+    if conn.dialect.name == "postgresql":
+        await conn.execute(_NOTIFY, {"origin": conn.info.get(ORIGIN_KEY, "")})
 
 
 class Wakeup:
     def __init__(self) -> None:
+        self.origin = uuid.uuid4().hex
         self._event = asyncio.Event()
         self._listener: asyncio.Task[None] | None = None
 
@@ -59,8 +80,9 @@ class Wakeup:
                 async with conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     self.fire()  # anything sent while we were not listening
-                    async for _ in conn.notifies():
-                        self.fire()
+                    async for notice in conn.notifies():
+                        if notice.payload != self.origin:  # our own were fired at commit
+                            self.fire()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # reconnect: a lost listener must not stop wake-ups for good
