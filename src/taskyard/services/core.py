@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from taskyard.domain.models import Run
 from taskyard.services.clock import Clock, system_clock
+from taskyard.services.dispatch import Dispatcher
 from taskyard.services.lifecycle import LastRunMarks, RunLifecycle
 from taskyard.storage.database import Database
 
@@ -42,6 +43,7 @@ class Core:
         self.clock = clock
         self.run_observers: list[Callable[[Run], None]] = []
         self.last_run_marks = LastRunMarks()
+        self.dispatch = Dispatcher()
         from taskyard.services.retention import RetentionService
         from taskyard.services.tallies import TallyService
 

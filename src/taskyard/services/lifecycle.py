@@ -70,9 +70,10 @@ class RunLifecycle:
                      parameters: dict[str, Any] | None = None, priority: Priority | None = None,
                      timeout_seconds: int | None = None, scheduled_for: datetime | None = None,
                      restarted_from: int | None = None, idempotency_key: str | None = None,
-                     reason: str | None = None) -> Run | None:
+                     reason: str | None = None, wake: bool = True) -> Run | None:
         """Insert a run. It waits (pending) on every dependency that has not succeeded since this task's
-        last success: an in-flight run of the dependency is shared, otherwise one is triggered for it."""
+        last success: an in-flight run of the dependency is shared, otherwise one is triggered for it.
+        A queued run wakes the pollers, unless the caller hands it over itself (`wake=False`)."""
         # A cron slot may turn out to be taken (another tick fired it): then the dependency runs
         # triggered for it are undone with the savepoint instead of being left with nothing waiting.
         slot = await conn.begin_nested() if scheduled_for is not None else None
@@ -91,7 +92,7 @@ class RunLifecycle:
         await run_rows.add_waits(conn, run.id, waits)
         if self.last_run_marks.due(task.id, now):
             await task_rows.touch_last_run(conn, task.id, now)
-        if status is RunStatus.QUEUED:
+        if status is RunStatus.QUEUED and wake:
             await run_rows.notify(conn)
         return run
 

@@ -9,8 +9,9 @@ from datetime import date
 from typing import TYPE_CHECKING, Any
 
 from taskyard.domain.errors import Conflict, NotFound, ValidationFailed
-from taskyard.domain.models import Run
+from taskyard.domain.models import Run, Task
 from taskyard.domain.status import Priority, RunStatus, TaskStatus, TriggerKind
+from taskyard.services.dispatch import WaitingPoll
 from taskyard.services.scope import UNSCOPED, Scope
 from taskyard.storage import runs as run_rows
 from taskyard.storage import tasks as task_rows
@@ -88,22 +89,43 @@ class RunService:
                                    rule="range", value=timeout_seconds)
         now = self.core.clock()
         lifecycle = self.core.lifecycle()
-        async with self.core.db.write() as conn:
-            task = await task_rows.get_task(conn, task_id, project_id=scope.project_id)
-            if task is None:
-                raise NotFound(f"task {task_id} does not exist", resource="task", id=task_id)
-            if task.status is TaskStatus.PAUSED:
-                raise Conflict(f"task '{task.name}' is paused; resume it before triggering",
-                               field="status", value=task.status.value)
-            if task.task_type not in self.core.config.task_types:
-                raise Conflict(f"task '{task.name}' is reported by code outside taskyard "
-                               f"(type '{task.task_type}'); no worker can run it", field="task_type",
-                               value=task.task_type)
-            run = await lifecycle.create(conn, task, now=now, trigger=TriggerKind.MANUAL,
-                                         parameters=parameters,
-                                         priority=Priority(priority) if priority else None,
-                                         timeout_seconds=timeout_seconds, reason="triggered")
-        assert run is not None
+        poll: WaitingPoll | None = None
+        task: Task | None = None
+        handed: Run | None = None
+        committed = False
+        try:
+            async with self.core.db.write() as conn:
+                task = await task_rows.get_task(conn, task_id, project_id=scope.project_id)
+                if task is None:
+                    raise NotFound(f"task {task_id} does not exist", resource="task", id=task_id)
+                if task.status is TaskStatus.PAUSED:
+                    raise Conflict(f"task '{task.name}' is paused; resume it before triggering",
+                                   field="status", value=task.status.value)
+                if task.task_type not in self.core.config.task_types:
+                    raise Conflict(f"task '{task.name}' is reported by code outside taskyard "
+                                   f"(type '{task.task_type}'); no worker can run it", field="task_type",
+                                   value=task.task_type)
+                # A worker waiting on this server takes the run in this very transaction (dispatch.py).
+                if not task.dependencies:
+                    poll = self.core.dispatch.take(task.project_id, task.task_type)
+                run = await lifecycle.create(conn, task, now=now, trigger=TriggerKind.MANUAL,
+                                             parameters=parameters,
+                                             priority=Priority(priority) if priority else None,
+                                             timeout_seconds=timeout_seconds, reason="triggered",
+                                             wake=poll is None)
+                assert run is not None
+                if poll is not None:
+                    if run.status is RunStatus.QUEUED:
+                        handed = await self.core.workers.hand_over(conn, lifecycle, run, poll, now)
+                    if handed is None:
+                        await run_rows.notify(conn)
+                    else:
+                        run = handed
+            committed = True
+        finally:
+            if poll is not None:
+                # A reserved poll always hears back: with the run, or with nothing so that it claims again.
+                poll.deliver((handed, task) if committed and handed is not None and task is not None else None)
         self.core.publish(lifecycle)
         # Read after the commit: the run is claimable a round trip sooner, and the estimate needs no lock.
         known, average = self.averages.get(task_id)

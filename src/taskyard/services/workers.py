@@ -6,12 +6,13 @@ import asyncio
 import secrets
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from taskyard.domain.errors import Conflict, NotFound, StaleAttempt, ValidationFailed
 from taskyard.domain.models import Run, Task, Worker
 from taskyard.domain.status import RunStatus, WorkerStatus
+from taskyard.services.dispatch import WaitingPoll
 from taskyard.services.lifecycle import RunLifecycle, lease_deadline
 from taskyard.services.scope import UNSCOPED, Scope
 from taskyard.storage import runs as run_rows
@@ -157,17 +158,43 @@ class WorkerService:
         deadline = time.monotonic() + max(0.0, min(wait, self.core.config.poll_wait_max))
         while True:
             woken = self.core.db.wakeup.current()
-            result = await self._poll_once(worker_id, capacity, running, scope)
+            result, waiting = await self._poll_once(worker_id, capacity, running, scope)
             remaining = deadline - time.monotonic()
             if result.runs or result.abort_runs or result.status is not WorkerStatus.ACTIVE or remaining <= 0:
                 return result
-            try:
-                await asyncio.wait_for(woken.wait(), remaining)
-            except TimeoutError:
+            woke, handed = await self._wait_for_work(woken, waiting, remaining)
+            if handed is not None:
+                run, task = handed
+                return PollResult([run], [], WorkerStatus.ACTIVE, self.lease, {task.id: task})
+            if not woke:
                 return result
 
-    async def _poll_once(self, worker_id: str, capacity: int, running: list[int], scope: Scope) -> PollResult:
+    async def _wait_for_work(self, woken: asyncio.Event, waiting: WaitingPoll | None, timeout: float,
+                             ) -> tuple[bool, tuple[Run, Task] | None]:
+        """Wait for a wake-up or for a run handed over by a trigger on this server (dispatch.py). Returns
+        whether anything happened before the timeout, and the run handed over, if one was."""
+        woke = asyncio.ensure_future(woken.wait())
+        pending: set[asyncio.Future[Any]] = {woke}
+        if waiting is not None:
+            self.core.dispatch.add(waiting)
+            pending.add(waiting.handed)
+        try:
+            done, _ = await asyncio.wait(pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            woke.cancel()
+            if waiting is not None:
+                self.core.dispatch.remove(waiting)
+        if waiting is not None and waiting.taken:
+            # A trigger reserved this poll: its transaction decides, and its run must not be dropped.
+            return True, await asyncio.shield(waiting.handed)
+        return bool(done), None
+
+    async def _poll_once(self, worker_id: str, capacity: int, running: list[int], scope: Scope,
+                         ) -> tuple[PollResult, WaitingPoll | None]:
+        """One claim; with it, what a trigger needs to hand this poll a run while it waits (None when the
+        worker cannot take one)."""
         now = self.core.clock()
+        waiting = None
         async with self.core.db.write() as conn:
             worker = await self._get(conn, worker_id, scope)
             abort = await run_rows.not_held(conn, worker_id, running)
@@ -181,13 +208,23 @@ class WorkerService:
                                                hostname=worker.hostname,
                                                task_types=list(worker.task_types), limit=min(capacity, room),
                                                now=now, lease_until=lease_deadline(now, self.lease))
+                if room > 0:
+                    waiting = WaitingPoll(worker_id, worker.project_id, worker.hostname,
+                                          frozenset(worker.task_types))
             # A poll shows the worker alive; a busy worker polls many times a second, and the reaper needs
             # no finer a mark than this.
             seen = worker.last_heartbeat
             if seen is None or not timedelta(0) <= now - seen < SEEN_RESOLUTION:
                 await worker_rows.mark_seen(conn, worker_id, now)
             tasks = await task_rows.get_tasks_any(conn, sorted({r.task_id for r in claimed}))
-        return PollResult(claimed, abort, worker.status, self.lease, tasks)
+        return PollResult(claimed, abort, worker.status, self.lease, tasks), waiting
+
+    async def hand_over(self, conn: AsyncConnection, lifecycle: RunLifecycle, run: Run, poll: WaitingPoll,
+                        now: datetime) -> Run | None:
+        """Move a queued run to running for a waiting poll, as its claim would (dispatch.py)."""
+        return await lifecycle.move(conn, run, RunStatus.RUNNING, now=now, values={
+            "worker_id": poll.worker_id, "worker_hostname": poll.hostname, "attempt": run.attempt + 1,
+            "lease_expires_at": lease_deadline(now, self.lease), "started_at": now})
 
     async def report(self, worker_id: str, reports: list[RunReport], *, scope: Scope = UNSCOPED) -> ReportResult:
         """Outcomes of several runs in one transaction (their logs and samples go through tracking
