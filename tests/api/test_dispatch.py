@@ -9,6 +9,8 @@ from typing import Any
 import httpx
 from helpers import clocked, create_task, data, finish, get_run, register, trigger
 
+from taskyard.services.dispatch import WaitingPoll
+
 
 def waiting_polls(client: httpx.AsyncClient) -> int:
     transport: Any = client._transport  # the app behind the in-process client
@@ -68,3 +70,20 @@ async def test_without_a_waiting_poll_the_run_is_queued_and_claimed(database_url
         polled = data(await client.post(f"/api/workers/{worker['id']}/poll",
                                          json={"capacity": 1, "running": [], "wait": 0}))
         assert [r["run_id"] for r in polled["runs"]] == [answer["run_id"]]
+
+
+async def test_a_poll_left_behind_by_a_drained_worker_gets_nothing(database_url: str) -> None:
+    """A poll waiting in memory can outlive its worker's active state (drained or removed through another
+    server): the hand-over checks the worker in the database and the run stays queued for others."""
+    async with clocked(database_url) as (client, _clock):
+        worker = await register(client, "leaving", task_types=["shell"])
+        task = await create_task(client, "stays-queued")
+        data(await client.put(f"/api/workers/{worker['id']}", json={"status": "draining"}))
+        transport: Any = client._transport
+        stale = WaitingPoll(worker["id"], 1, "leaving", frozenset({"shell"}))
+        transport.app.state.core.dispatch.add(stale)
+        answer = await trigger(client, task["id"])
+        assert (answer["status"], answer["worker_id"]) == ("pending", None)
+        assert stale.handed.done() and stale.handed.result() is None
+        run = await get_run(client, answer["run_id"])
+        assert [h["status"] for h in run["history"]] == ["queued"]

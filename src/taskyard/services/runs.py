@@ -116,7 +116,7 @@ class RunService:
                 assert run is not None
                 if poll is not None:
                     if run.status is RunStatus.QUEUED:
-                        handed = await self.core.workers.hand_over(conn, lifecycle, run, poll, now)
+                        handed = await self.core.workers.hand_over(conn, run, poll, now)
                     if handed is None:
                         await run_rows.notify(conn)
                     else:

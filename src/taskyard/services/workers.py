@@ -219,12 +219,11 @@ class WorkerService:
             tasks = await task_rows.get_tasks_any(conn, sorted({r.task_id for r in claimed}))
         return PollResult(claimed, abort, worker.status, self.lease, tasks), waiting
 
-    async def hand_over(self, conn: AsyncConnection, lifecycle: RunLifecycle, run: Run, poll: WaitingPoll,
-                        now: datetime) -> Run | None:
-        """Move a queued run to running for a waiting poll, as its claim would (dispatch.py)."""
-        return await lifecycle.move(conn, run, RunStatus.RUNNING, now=now, values={
-            "worker_id": poll.worker_id, "worker_hostname": poll.hostname, "attempt": run.attempt + 1,
-            "lease_expires_at": lease_deadline(now, self.lease), "started_at": now})
+    async def hand_over(self, conn: AsyncConnection, run: Run, poll: WaitingPoll, now: datetime) -> Run | None:
+        """Move a queued run to running for a waiting poll, as its claim would (dispatch.py); None when
+        the worker is no longer active."""
+        return await run_rows.hand_over(conn, run.id, worker_id=poll.worker_id, hostname=poll.hostname, now=now,
+                                        lease_until=lease_deadline(now, self.lease))
 
     async def report(self, worker_id: str, reports: list[RunReport], *, scope: Scope = UNSCOPED) -> ReportResult:
         """Outcomes of several runs in one transaction (their logs and samples go through tracking

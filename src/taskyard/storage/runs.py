@@ -6,16 +6,16 @@ import functools
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Integer, bindparam, case, delete, func, insert, literal, or_, select, true, update
+from sqlalchemy import Integer, bindparam, case, delete, exists, func, insert, literal, or_, select, true, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskyard.domain.models import Run
-from taskyard.domain.status import ACTIVE_RUN_STATUSES, RunStatus
+from taskyard.domain.status import ACTIVE_RUN_STATUSES, RunStatus, WorkerStatus
 from taskyard.storage import tallies
 from taskyard.storage.paging import PageRequest, fetch_page
-from taskyard.storage.tables import run_history, run_logs, run_waits, runs
+from taskyard.storage.tables import run_history, run_logs, run_waits, runs, workers
 from taskyard.storage.types import UTCDateTime
 from taskyard.storage.wakeup import request_wake
 
@@ -256,6 +256,39 @@ async def claim(conn: AsyncConnection, *, project_id: int, worker_id: str, hostn
             {"run_id": r.id, "attempt": r.attempt, "status": RunStatus.RUNNING, "at": now,
              "worker_id": worker_id, "reason": None} for r in claimed])
     return claimed
+
+
+def _hand_over_statement() -> Any:
+    """One queued run to a worker, as its claim would take it, if the worker is still active: a poll
+    waiting in memory may belong to a worker that has since been drained or removed."""
+    active = exists().where(workers.c.id == bindparam("b_worker_id"), workers.c.status == WorkerStatus.ACTIVE)
+    return (
+        update(runs)
+        .where(runs.c.id == bindparam("b_run_id"), runs.c.status == RunStatus.QUEUED, active)
+        .values(status=RunStatus.RUNNING, worker_id=bindparam("b_worker_id"),
+                worker_hostname=bindparam("b_hostname"), attempt=runs.c.attempt + 1,
+                lease_expires_at=bindparam("b_lease_until", type_=UTCDateTime()),
+                started_at=bindparam("b_now", type_=UTCDateTime()), updated_at=bindparam("b_now", type_=UTCDateTime()))
+        .returning(*runs.c)
+    )
+
+
+_HAND_OVERS = {"postgresql": _with_history(_hand_over_statement(), "started_at"), "sqlite": _hand_over_statement()}
+
+
+async def hand_over(conn: AsyncConnection, run_id: int, *, worker_id: str, hostname: str, now: datetime,
+                    lease_until: datetime) -> Run | None:
+    """Claim this queued run for a waiting worker (direct dispatch); None if the run or worker moved."""
+    row = (await conn.execute(_HAND_OVERS[conn.dialect.name], {
+        "b_run_id": run_id, "b_worker_id": worker_id, "b_hostname": hostname, "b_now": now,
+        "b_lease_until": lease_until, "b_reason": None})).mappings().first()
+    if row is None:
+        return None
+    run = Run.from_row(row)
+    if conn.dialect.name != "postgresql":
+        await conn.execute(_INSERT_HISTORY, {"run_id": run.id, "attempt": run.attempt, "status": run.status,
+                                             "at": now, "worker_id": worker_id, "reason": None})
+    return run
 
 
 async def runs_of_worker(conn: AsyncConnection, worker_id: str) -> list[Run]:
