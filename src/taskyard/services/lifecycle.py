@@ -82,7 +82,8 @@ class RunLifecycle:
         values = new_run_values(task, status, now=now, trigger=trigger, parameters=parameters, priority=priority,
                                 timeout_seconds=timeout_seconds, scheduled_for=scheduled_for,
                                 restarted_from=restarted_from, idempotency_key=idempotency_key)
-        run = await run_rows.insert_run(conn, values, reason=reason, on_conflict_skip=scheduled_for is not None)
+        run = await run_rows.insert_run(conn, values, reason=reason, on_conflict_skip=scheduled_for is not None,
+                                        wake=status is RunStatus.QUEUED and wake)
         if run is None:
             if slot is not None:
                 await slot.rollback()
@@ -92,8 +93,6 @@ class RunLifecycle:
         await run_rows.add_waits(conn, run.id, waits)
         if self.last_run_marks.due(task.id, now):
             await task_rows.touch_last_run(conn, task.id, now)
-        if status is RunStatus.QUEUED and wake:
-            await run_rows.notify(conn)
         return run
 
     async def create_cron_runs(self, conn: AsyncConnection, fires: list[tuple[int, datetime]], *,

@@ -17,7 +17,7 @@ from taskyard.storage import tallies
 from taskyard.storage.paging import PageRequest, fetch_page
 from taskyard.storage.tables import run_history, run_logs, run_waits, runs, workers
 from taskyard.storage.types import UTCDateTime
-from taskyard.storage.wakeup import request_wake
+from taskyard.storage.wakeup import notify_column, request_wake, wake_on_commit
 
 SORTABLE = {"created_at", "started_at", "completed_at", "id", "status", "priority", "execution_time",
             "task_id"}
@@ -52,24 +52,32 @@ def _with_history(changed: Any, at: str) -> Any:
 
 
 @functools.cache
-def _postgres_insert_run(columns: tuple[str, ...], on_conflict_skip: bool) -> Any:
-    """The run and its history row in one statement, built once per set of columns given."""
+def _postgres_insert_run(columns: tuple[str, ...], on_conflict_skip: bool, wake: bool) -> Any:
+    """The run and its history row in one statement (with its NOTIFY when it is claimable), built once per
+    set of columns given."""
     values = {runs.c[name]: bindparam(name, type_=runs.c[name].type) for name in columns}
     inserted: Any = insert(runs).values(values)
     if on_conflict_skip:
         inserted = pg_insert(runs).values(values).on_conflict_do_nothing(index_elements=["task_id", "scheduled_for"])
-    return _with_history(inserted.returning(*runs.c), "created_at")
+    statement = _with_history(inserted.returning(*runs.c), "created_at")
+    return statement.add_columns(notify_column()) if wake else statement
 
 
 async def insert_run(conn: AsyncConnection, values: dict[str, Any], *, reason: str | None = None,
-                     on_conflict_skip: bool = False) -> Run | None:
+                     on_conflict_skip: bool = False, wake: bool = False) -> Run | None:
     """Insert one run and its first history row; the stored run comes back from the INSERT itself (no
     read after it). With on_conflict_skip a second insert of the same cron slot returns None instead of
-    failing, so two schedulers can never fire a slot twice. On PostgreSQL both rows go in one round trip."""
+    failing, so two schedulers can never fire a slot twice. With `wake`, pollers are woken at commit. On
+    PostgreSQL all of it is one round trip."""
     if conn.dialect.name == "postgresql":
-        stmt = _postgres_insert_run(tuple(sorted(values)), on_conflict_skip)
-        row = (await conn.execute(stmt, {**values, "b_reason": reason})).mappings().first()
+        stmt = _postgres_insert_run(tuple(sorted(values)), on_conflict_skip, wake)
+        params = {**values, "b_reason": reason}
+        if wake:
+            params["b_origin"] = wake_on_commit(conn)
+        row = (await conn.execute(stmt, params)).mappings().first()
         return Run.from_row(row) if row is not None else None
+    if wake:
+        wake_on_commit(conn)
     stmt = _INSERT_SLOT_RUN[conn.dialect.name] if on_conflict_skip else _INSERT_RUN
     row = (await conn.execute(stmt, values)).mappings().first()
     if row is None:

@@ -14,7 +14,7 @@ import logging
 import uuid
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import bindparam, func, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 log = logging.getLogger("taskyard.storage.wakeup")
@@ -30,9 +30,22 @@ _NOTIFY = text(f"SELECT pg_notify('{CHANNEL}', :origin)")
 async def request_wake(conn: AsyncConnection) -> None:
     """Wake pollers once this transaction commits: this server's at once, other PostgreSQL servers'
     through NOTIFY (sent on commit, dropped on rollback)."""
-    conn.info[WAKE_KEY] = True
+    origin = wake_on_commit(conn)
     if conn.dialect.name == "postgresql":
-        await conn.execute(_NOTIFY, {"origin": conn.info.get(ORIGIN_KEY, "")})
+        await conn.execute(_NOTIFY, {"origin": origin})
+
+
+def wake_on_commit(conn: AsyncConnection) -> str:
+    """Wake this server's pollers once this transaction commits; returns the payload for the NOTIFY that
+    the caller sends to the other servers (in a statement of its own: `notify_column`)."""
+    conn.info[WAKE_KEY] = True
+    return str(conn.info.get(ORIGIN_KEY, ""))
+
+
+def notify_column() -> Any:
+    """`pg_notify` as a column of a statement that writes claimable runs: the NOTIFY rides along instead of
+    costing a round trip. Its payload is the parameter `b_origin`."""
+    return func.pg_notify(CHANNEL, bindparam("b_origin"))
 
 
 class Wakeup:
