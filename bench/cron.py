@@ -8,14 +8,20 @@ Cases, each on a fresh taskyard server and database (and a fresh beat process):
 * "same minute": every task is `* * * * *`, so all N are due at second 0 of each minute;
 * "spread": task i is `* * * * * {i % 60}` (croniter's trailing seconds field), about N/60 due each second.
 
-No workers run: the lag of a slot is the time from the slot to its run being durably enqueued.
+No workers run: the lag of a slot is the time from the slot to its run being fired, i.e. durably enqueued and
+claimable.
 
 * taskyard: a thread of this process polls the runs table every 10 ms on its own connection and stamps
   each run with the moment it first sees it, i.e. once its transaction has committed (at most one poll
-  late). The run's own `created_at` (which is also its first history entry's time) is not used for the
-  figure: the scheduler takes one `now` at the start of a tick and writes it on every run of that tick,
-  while the runs become visible only when the tick's transaction commits. Both are kept in the raw results
-  ("recorded" is created_at minus the slot) so the difference shows.
+  late). The scheduler creates a slot's runs up to a few seconds ahead of it with `available_at` at the
+  slot (no claim takes them earlier), so a run is fired at the later of the two: the lag is
+  max(seen, available_at) - slot, 0 for a run committed before its slot. The raw results keep what the
+  figure leaves out: "committed" is seen minus the slot (negative: that far ahead), "recorded" is
+  `created_at` minus the slot (one `now` per tick, written on every run of the tick, while the runs become
+  visible only when the tick commits). On PostgreSQL the thread also LISTENs on the servers' wake-up
+  channel: "woken" is, per distinct slot, the first wake-up it receives at or after the slot minus the
+  slot, i.e. when a worker's long poll waiting for the slot is told to claim (the server wakes its own
+  pollers at the same moment; SQLite's wake-up is in-process and not seen from here).
 * Celery beat: `time.time()` just after beat's publish to Redis returned (see the peer's docstring). A
   publish counts for the entry's latest slot at or before it, as taskyard's catch-up "latest" names a late
   run's `scheduled_for`: a publish more than a period late shows as a missed slot plus a shorter lag.
@@ -46,7 +52,7 @@ import math
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -87,8 +93,9 @@ class Plan:
 class Firing(NamedTuple):
     task: int  # the task's (or beat entry's) position in the plan
     slot: float  # epoch seconds
-    at: float  # epoch seconds at which it was durably enqueued
+    at: float  # epoch seconds at which it was fired: durably enqueued and claimable
     recorded: float | None = None  # taskyard only: the run's created_at
+    committed: float | None = None  # taskyard only: when the observer first saw it (it may precede the slot)
 
 
 class Side(Protocol):
@@ -112,12 +119,14 @@ def _epoch(value: Any) -> float:
 class Observer(threading.Thread):
     """Stamps each run with the first moment a query on another connection sees it: its commit, at most one
     poll late. Only the cron tick creates runs here (no workers, no triggers), and it runs one transaction at
-    a time, so ids become visible in order and `id > last seen` misses none."""
+    a time, so ids become visible in order and `id > last seen` misses none. On PostgreSQL it waits for the
+    next poll on a connection that LISTENs to the wake-up channel, and stamps each wake-up as it arrives."""
 
     def __init__(self, database_url: str | None, sqlite_path: Path) -> None:
         super().__init__(name="cron-observer", daemon=True)
         self.database_url, self.sqlite_path = database_url, sqlite_path
-        self.rows: list[tuple[int, float, float, float]] = []  # task id, slot, created_at, seen at
+        self.rows: list[tuple[int, float, float, float, float]] = []  # task id, slot, created_at, seen, available
+        self.wakes: list[float] = []  # when each wake-up (NOTIFY) arrived
         self.error: BaseException | None = None
         self.polls = 0
         self.max_gap = 0.0  # seconds between two polls, at worst: on a busy machine stamps are that coarse
@@ -134,10 +143,10 @@ class Observer(threading.Thread):
     def run(self) -> None:
         try:
             conn, mark = self._connect()
-            query = (f"SELECT id, task_id, scheduled_for, created_at FROM runs WHERE id > {mark} "
+            query = (f"SELECT id, task_id, scheduled_for, created_at, available_at FROM runs WHERE id > {mark} "
                      "AND scheduled_for IS NOT NULL ORDER BY id")
             last, previous = 0, time.time()
-            with contextlib.closing(conn):
+            with contextlib.closing(conn), self._listener() as pause:
                 while not self._halt.is_set():
                     seen = time.time()  # the query's snapshot is taken just after: a commit it sees came before
                     rows = conn.execute(query, (last,)).fetchall()
@@ -146,14 +155,40 @@ class Observer(threading.Thread):
                     if rows:
                         last = int(rows[-1][0])
                         with self._lock:
-                            self.rows.extend((int(r[1]), _epoch(r[2]), _epoch(r[3]), seen) for r in rows)
-                    self._halt.wait(POLL_INTERVAL)
+                            self.rows.extend((int(r[1]), _epoch(r[2]), _epoch(r[3]), seen, _epoch(r[4]))
+                                             for r in rows)
+                    pause()
         except BaseException as exc:  # surfaced by check(): a dead observer must fail the benchmark
             self.error = exc
 
-    def snapshot(self) -> list[tuple[int, float, float, float]]:
+    @contextlib.contextmanager
+    def _listener(self) -> Iterator[Callable[[], None]]:
+        """What waits between two polls: on PostgreSQL, a connection listening to the wake-ups, stamping each."""
+        if self.database_url is None:
+            yield lambda: self._halt.wait(POLL_INTERVAL)
+            return
+        import psycopg
+
+        from taskyard.storage.wakeup import CHANNEL
+
+        with psycopg.connect(self.database_url, autocommit=True) as listening:
+            listening.execute(f"LISTEN {CHANNEL}")
+
+            def pause() -> None:
+                for _ in listening.notifies(timeout=POLL_INTERVAL):
+                    arrived = time.time()
+                    with self._lock:
+                        self.wakes.append(arrived)
+
+            yield pause
+
+    def snapshot(self) -> list[tuple[int, float, float, float, float]]:
         with self._lock:
             return list(self.rows)
+
+    def wake_ups(self) -> list[float]:
+        with self._lock:
+            return list(self.wakes)
 
     def halt(self) -> None:
         self._halt.set()
@@ -177,8 +212,9 @@ class Taskyard:
             raise RuntimeError(f"taskyard server exited with {self.proc.returncode}: {tail(self.log)}")
 
     def fired(self) -> list[Firing]:
-        return [Firing(self.indexes[task_id], slot, seen, created)
-                for task_id, slot, created, seen in self.observer.snapshot() if task_id in self.indexes]
+        # Fired once both committed (seen) and claimable (available_at: the slot for a run created ahead).
+        return [Firing(self.indexes[task_id], slot, max(seen, available), created, seen)
+                for task_id, slot, created, seen, available in self.observer.snapshot() if task_id in self.indexes]
 
 
 async def create_tasks(url: str, plan: Plan) -> dict[int, int]:
@@ -276,7 +312,28 @@ def tally(plan: Plan, window: float, fired: list[Firing]) -> dict[str, Any]:
         result["recorded_p99_ms"] = round(percentile(recorded, 0.99), 2)
         # Runs sharing a created_at were written by one tick (one `now` per tick).
         result["ticks"] = len({f.recorded for f in first.values()})
+    committed = [(f.committed - f.slot) * 1000 for f in first.values() if f.committed is not None]
+    if committed:
+        result["committed_p50_ms"] = round(percentile(committed, 0.5), 2)
+        result["committed_p99_ms"] = round(percentile(committed, 0.99), 2)
+        result["committed_max_ms"] = round(max(committed), 2)
     return result
+
+
+def woken(window_slots: set[float], wakes: list[float]) -> dict[str, Any]:
+    """Per distinct slot, the first wake-up at or after it, minus the slot (ms); slots none came for."""
+    ordered = sorted(wakes)
+    lags, unwoken = [], 0
+    for slot in sorted(window_slots):
+        first = next((w for w in ordered if w >= slot), None)
+        if first is None:
+            unwoken += 1
+        else:
+            lags.append((first - slot) * 1000)
+    if not lags:
+        return {"woken_slots": 0, "unwoken_slots": unwoken}
+    return {"woken_slots": len(lags), "unwoken_slots": unwoken, "woken_p50_ms": round(percentile(lags, 0.5), 2),
+            "woken_p99_ms": round(percentile(lags, 0.99), 2), "woken_max_ms": round(max(lags), 2)}
 
 
 def _iso(epoch: float) -> str:
@@ -286,8 +343,11 @@ def _iso(epoch: float) -> str:
 def measure_taskyard(ctx: Context, database: str, plan: Plan, attempt: int) -> dict[str, Any]:
     with taskyard(ctx, database, plan, attempt) as side:
         window, fired = collect(side, plan)
-        polls, gap = side.observer.polls, side.observer.max_gap
-    return {**tally(plan, window, fired), "observer_polls": polls, "observer_max_gap_ms": round(gap * 1000, 1)}
+        polls, gap, wakes = side.observer.polls, side.observer.max_gap, side.observer.wake_ups()
+    result = {**tally(plan, window, fired), "observer_polls": polls, "observer_max_gap_ms": round(gap * 1000, 1)}
+    if side.observer.database_url is not None:
+        result.update(woken({window + plan.offset(i) for i in range(plan.tasks)}, wakes))
+    return result
 
 
 def measure_beat(ctx: Context, plan: Plan, attempt: int) -> dict[str, Any]:
@@ -356,5 +416,7 @@ def run(ctx: Context, report: Report, tasks: int | None = None) -> None:
 
 
 def _progress(who: str, case: str, result: dict[str, Any]) -> None:
+    extra = "".join(f", {label} p50/p99 {result[f'{key}_p50_ms']:g}/{result[f'{key}_p99_ms']:g} ms"
+                    for key, label in (("committed", "committed"), ("woken", "woken")) if f"{key}_p50_ms" in result)
     print(f"   {who} {case}: p50 {result['p50_ms']:g} ms, p99 {result['p99_ms']:g} ms, "
-          f"missed {result['missed']}, duplicated {result['duplicated']}", flush=True)
+          f"missed {result['missed']}, duplicated {result['duplicated']}{extra}", flush=True)

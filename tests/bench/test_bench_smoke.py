@@ -25,6 +25,8 @@ def test_the_suite_runs_every_benchmark_at_smoke_size() -> None:
     figures = json.loads(written.read_text())["figures"]
     benchmarks = {f["benchmark"] for f in figures}
     assert benchmarks == {"throughput", "latency", "ingest", "memory", "cron", "reads", "scaling"}, benchmarks
-    # Every comparison has both sides measured.
-    assert all(f["taskyard"]["median"] > 0 for f in figures)
+    # Every comparison has both sides measured. A cron lag may be 0: runs created ahead of their slot are
+    # claimable exactly at it.
+    assert all(f["taskyard"]["median"] > 0 for f in figures if f["benchmark"] != "cron")
+    assert all(f["taskyard"]["median"] >= 0 for f in figures if f["benchmark"] == "cron")
     assert all(f["peer"]["median"] > 0 for f in figures if f["peer_name"])

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskyard.domain.errors import ValidationFailed
 from taskyard.domain.models import Run
-from taskyard.domain.status import RunStatus
+from taskyard.domain.status import RunStatus, TriggerKind
 from taskyard.services import job_figures as fig
 from taskyard.storage import job_tracking as rows
 
@@ -343,10 +343,7 @@ async def dependencies(conn: AsyncConnection, run: Run, now: datetime) -> dict[s
                              "resolvedAt": r.completed_at})
     started = await rows.first_started(conn, run.id)
     if run.status is RunStatus.QUEUED:
-        backoff = run.available_at is not None and run.available_at > now
-        blocking.append({"condition": "retry backoff until " + fig.instant_text(run.available_at)
-                         if backoff and run.available_at else "waiting for a free worker",
-                         "status": "Active", "resolvedAt": None})
+        blocking.append({"condition": _queued_condition(run, now), "status": "Active", "resolvedAt": None})
     elif started is not None:
         blocking.append({"condition": "waiting for a free worker", "status": "Resolved", "resolvedAt": started})
     nodes = [{"id": r.uuid, "type": "PrerequisiteJob", "status": fig.job_status(r)}
@@ -363,3 +360,13 @@ async def dependencies(conn: AsyncConnection, run: Run, now: datetime) -> dict[s
         "blockingConditions": blocking,
         "dependencyGraph": {"nodes": nodes, "edges": edges},
     }
+
+
+def _queued_condition(run: Run, now: datetime) -> str:
+    """Why a queued run is not running yet: a cron run created ahead waits for its slot, a retry for its
+    backoff to end, anything else for a worker."""
+    if run.available_at is None or run.available_at <= now:
+        return "waiting for a free worker"
+    if run.trigger is TriggerKind.CRON and run.retry_count == 0:
+        return "waiting for its cron slot at " + fig.instant_text(run.available_at)
+    return "retry backoff until " + fig.instant_text(run.available_at)

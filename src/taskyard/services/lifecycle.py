@@ -99,9 +99,10 @@ class RunLifecycle:
                                now: datetime) -> list[tuple[int, int, datetime]]:
         """Queue one run per (task id, slot) of tasks without dependencies, set-wise (those with
         dependencies go through `create`); a slot already taken is skipped. Returns (run id, task id, slot)
-        of the runs created."""
+        of the runs created. Pollers are woken only for runs claimable now: those created ahead of their
+        slot are woken for when it comes (SchedulingService)."""
         created = await cron_rows.insert_slot_runs(conn, fires, now)
-        if created:
+        if any(slot <= now for _, _, slot in created):
             await run_rows.notify(conn)
         return created
 

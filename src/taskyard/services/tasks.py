@@ -13,6 +13,7 @@ from taskyard.domain.dag import find_cycle
 from taskyard.domain.errors import Conflict, NotFound, ValidationFailed
 from taskyard.domain.models import Task
 from taskyard.domain.status import Priority, RunStatus, TaskStatus
+from taskyard.services.scheduling import cancel_runs_ahead
 from taskyard.services.scope import UNSCOPED, Scope
 from taskyard.storage import runs as run_rows
 from taskyard.storage import tallies as tally_rows
@@ -79,8 +80,10 @@ class TaskService:
         return task
 
     async def update(self, task_id: int, changes: dict[str, Any], *, scope: Scope = UNSCOPED) -> Task:
+        """A new schedule or time zone cancels the runs created ahead of a slot that has not come."""
         self._check_fields(changes)
         now = self.core.clock()
+        lifecycle = self.core.lifecycle()
         async with self.core.db.write() as conn:
             task = await self._get(conn, task_id, scope)
             if "name" in changes and await task_rows.name_taken(conn, changes["name"], task.project_id,
@@ -108,8 +111,13 @@ class TaskService:
                                          if task.status is TaskStatus.ACTIVE else None)
             values["updated_at"] = now
             await task_rows.update_task(conn, task_id, values)
+            if (schedule, timezone) != (task.schedule, task.timezone):
+                # After the task's row is written: a tick creating runs ahead is then either refused or seen
+                # here (see cron_rows.plan_next).
+                await cancel_runs_ahead(conn, lifecycle, task, now=now, why="the task's schedule changed")
             updated = await task_rows.get_task(conn, task_id)
         assert updated is not None
+        self.core.publish(lifecycle)
         self.core.scheduling.nudge()
         return updated
 
@@ -119,11 +127,12 @@ class TaskService:
         lifecycle = self.core.lifecycle()
         async with self.core.db.write() as conn:
             task = await self._get(conn, task_id, scope)
+            # The task's row first: a cron tick creating its runs ahead is then either refused or seen here.
+            await task_rows.update_task(conn, task.id, {"deleted_at": now, "next_run_at": None,
+                                                        "updated_at": now})
             for run in await run_rows.active_runs_of_task(conn, task.id):
                 await lifecycle.abort(conn, run, now=now, reason=f"task '{task.name}' was deleted")
             await task_rows.drop_edges_to(conn, task.id)
-            await task_rows.update_task(conn, task.id, {"deleted_at": now, "next_run_at": None,
-                                                        "updated_at": now})
         self.core.publish(lifecycle)
         return task_id
 
@@ -134,15 +143,20 @@ class TaskService:
         return await self._set_status(task_id, TaskStatus.ACTIVE, scope)
 
     async def _set_status(self, task_id: int, status: TaskStatus, scope: Scope) -> Task:
+        """Pausing cancels the runs created ahead of a slot that has not come; resuming plans from now, so
+        slots missed while paused are skipped."""
         now = self.core.clock()
+        lifecycle = self.core.lifecycle()
         async with self.core.db.write() as conn:
             task = await self._get(conn, task_id, scope)
-            # Slots missed while paused are skipped: resuming plans from now, not from the pause.
             next_run = self._next_run(task.schedule, task.timezone, now) if status is TaskStatus.ACTIVE else None
             await task_rows.update_task(conn, task_id, {"status": status, "updated_at": now,
                                                         "next_run_at": next_run})
+            if status is TaskStatus.PAUSED:  # after the row is written, as in `update`
+                await cancel_runs_ahead(conn, lifecycle, task, now=now, why="the task was paused")
             updated = await task_rows.get_task(conn, task_id)
         assert updated is not None
+        self.core.publish(lifecycle)
         self.core.scheduling.nudge()
         return updated
 

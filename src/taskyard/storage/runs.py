@@ -6,7 +6,7 @@ import functools
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Integer, bindparam, case, delete, exists, func, insert, literal, or_, select, true, update
+from sqlalchemy import Integer, bindparam, case, delete, exists, func, insert, or_, select, true, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -460,12 +460,17 @@ async def worker_statistics(conn: AsyncConnection, worker_id: str) -> dict[str, 
     }
 
 
-async def any_became_available(conn: AsyncConnection, after: datetime, until: datetime) -> bool:
-    row = (await conn.execute(
-        select(literal(1)).where(runs.c.status == RunStatus.QUEUED, runs.c.available_at > after,
-                                 runs.c.available_at <= until).limit(1)
-    )).first()
-    return row is not None
+async def availability(conn: AsyncConnection, after: datetime, until: datetime) -> tuple[bool, datetime | None]:
+    """Whether a queued run became claimable in (after, until] (a retry's backoff ended, a cron slot created
+    ahead came), and the earliest moment one becomes claimable after `until`; one pass over the queued runs."""
+    row = (await conn.execute(_AVAILABILITY, {"after": after, "until": until})).one()
+    return bool(row[0]), row[1]
+
+
+_AVAILABILITY = select(
+    func.max(case((runs.c.available_at <= bindparam("until", type_=UTCDateTime()), 1), else_=0)),
+    func.min(case((runs.c.available_at > bindparam("until", type_=UTCDateTime()), runs.c.available_at))),
+).where(runs.c.status == RunStatus.QUEUED, runs.c.available_at > bindparam("after", type_=UTCDateTime()))
 
 
 async def notify(conn: AsyncConnection) -> None:

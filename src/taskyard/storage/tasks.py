@@ -185,13 +185,6 @@ async def recent_average_execution_time(conn: AsyncConnection, task_id: int, sam
     return round(float(value), 3) if value is not None else None
 
 
-async def earliest_next_run(conn: AsyncConnection) -> datetime | None:
-    value = (await conn.execute(
-        select(func.min(tasks.c.next_run_at)).where(live, tasks.c.status == "active")
-    )).scalar_one_or_none()
-    return value if value is None or isinstance(value, datetime) else None
-
-
 async def counts(conn: AsyncConnection, *, project_id: int | None) -> dict[str, int]:
     statement, parameters = (_COUNTS, {}) if project_id is None else (_COUNTS_IN_PROJECT, {"project_id": project_id})
     row = (await conn.execute(statement, parameters)).mappings().one()
