@@ -47,6 +47,7 @@ Goal: p99 lag at most 200 ms, nothing missed or duplicated.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import math
 import sqlite3
@@ -325,11 +326,11 @@ def woken(window_slots: set[float], wakes: list[float]) -> dict[str, Any]:
     ordered = sorted(wakes)
     lags, unwoken = [], 0
     for slot in sorted(window_slots):
-        first = next((w for w in ordered if w >= slot), None)
-        if first is None:
+        at = bisect.bisect_left(ordered, slot)
+        if at == len(ordered):
             unwoken += 1
         else:
-            lags.append((first - slot) * 1000)
+            lags.append((ordered[at] - slot) * 1000)
     if not lags:
         return {"woken_slots": 0, "unwoken_slots": unwoken}
     return {"woken_slots": len(lags), "unwoken_slots": unwoken, "woken_p50_ms": round(percentile(lags, 0.5), 2),
