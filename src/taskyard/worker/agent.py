@@ -28,6 +28,7 @@ import httpx
 
 from taskyard.settings import WorkerSettings
 from taskyard.worker import system_info
+from taskyard.worker.executors import PROCESS_TASK_TYPES
 from taskyard.worker.protocol import Backoff, Json, RegistrationRefused, ServerApi, ServerError
 from taskyard.worker.reports import ReportBuffer, ReportFlusher
 from taskyard.worker.runs import Runs
@@ -113,6 +114,9 @@ class WorkerAgent:
             logger.error("%s", exc)
             return 1
 
+        if PROCESS_TASK_TYPES.intersection(self.settings.task_type_list):
+            # Before the first claim, so that no run is ever without one.
+            self._runs.guardian.start()
         side = {
             "poll": asyncio.create_task(self._poll_loop(), name="taskyard-worker-poll"),
             "heartbeat": asyncio.create_task(self._heartbeat_loop(), name="taskyard-worker-heartbeat"),
@@ -146,6 +150,7 @@ class WorkerAgent:
             for task in leftovers:
                 task.cancel()
             await asyncio.gather(*leftovers, return_exceptions=True)
+            await asyncio.to_thread(self._runs.guardian.stop)
         logger.info("worker %s stopped (%d run(s) finished)", self.worker_id, self._runs.finished)
         return exit_code
 

@@ -19,6 +19,7 @@ from taskyard.settings import WorkerSettings
 from taskyard.worker.executors import (
     ExecutionResult,
     ExecutionSpec,
+    Guardian,
     LogLine,
     LogSink,
     Outcome,
@@ -77,6 +78,7 @@ class Runs:
         self._buffer = buffer
         self._api_url = api_url
         self._on_finished = on_finished
+        self.guardian = Guardian(settings.kill_grace_seconds)
         self.executions: dict[tuple[int, int], Execution] = {}
         self._slots = asyncio.Semaphore(settings.concurrency)
         self.claimed = 0
@@ -165,6 +167,7 @@ class Runs:
                     ex.task_type,
                     kill_grace_seconds=self.settings.kill_grace_seconds,
                     allow_private_urls=self.settings.allow_private_urls,
+                    guardian=self.guardian,
                 )
             except (UnsupportedTaskTypeError, ValueError, TypeError) as exc:
                 message = f"cannot run on this worker: {exc}"

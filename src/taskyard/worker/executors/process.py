@@ -5,10 +5,9 @@ way a run can end (timeout, abort, or the leader simply exiting) finishes by sig
 which is what keeps background grandchildren from outliving the run. Processes that deliberately
 leave the group (``setsid``, daemonising) are outside this guarantee.
 
-The worker itself can die without a chance to clean up (``kill -9``, the OOM killer). So the group's
-leader is a small shell guard started under ``setpriv --pdeathsig TERM``: when the worker dies the
-kernel sends the guard SIGTERM, and the guard passes it to the whole group. Without that, the run
-would go on beside its own retry on another worker.
+The worker itself can die without a chance to clean up (``kill -9``, the OOM killer). Each group is
+told to the worker's guardian (:mod:`.guardian`), which ends it when the worker is gone. Without that,
+the run would go on beside its own retry on another worker.
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ import asyncio
 import contextlib
 import os
 import shlex
-import shutil
 import signal
 import site
 import sys
@@ -39,6 +37,7 @@ from taskyard.worker.executors.base import (
     Outcome,
     logger,
 )
+from taskyard.worker.executors.guardian import Guardian
 from taskyard.worker.executors.output import (
     LogBatcher,
     StreamState,
@@ -51,16 +50,6 @@ from taskyard.worker.executors.output import (
 
 # How often group membership is re-checked during a kill's grace period.
 _POLL_SECONDS = 0.05
-# Runs the command as a child and turns a SIGTERM (sent by the kernel when the worker dies, or by the
-# executor) into SIGTERM for the whole group. A command killed by a signal is reported as such by
-# re-raising it on the guard.
-_GUARD = (
-    "trap 'trap - TERM; kill -TERM 0' TERM; "
-    '"$@" & wait $!; status=$?; '
-    'if [ "$status" -gt 128 ]; then trap - TERM; kill -s "$((status - 128))" $$ 2>/dev/null; fi; '
-    'exit "$status"'
-)
-_SETPRIV = shutil.which("setpriv")
 # Once the process group is gone, readers normally hit EOF within milliseconds. If they make no
 # progress for this long, a process outside the group holds the pipes and we stop waiting for it.
 _DRAIN_IDLE_SECONDS = 2.0
@@ -85,10 +74,18 @@ def _signal_group(pgid: int, sig: signal.Signals) -> bool:
     return True
 
 
-def _group_has_live_members(pgid: int) -> bool:
+def _group_exists(pgid: int) -> bool:
+    """Whether any process, zombies included, is still in the group: one system call, so the common end
+    of a run (its group gone with its leader) costs no scan of every process."""
     try:
         os.killpg(pgid, 0)
     except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def _group_has_live_members(pgid: int) -> bool:
+    if not _group_exists(pgid):
         return False
     # killpg(0) also succeeds for zombies. Orphaned grandchildren are re-parented to PID 1, and in
     # containers PID 1 often never reaps them, so zombies must not count or every cleanup would
@@ -114,12 +111,6 @@ class _ExitAwareProtocol(asyncio.subprocess.SubprocessStreamProtocol):
         super().process_exited()
         if not self.exited.done():
             self.exited.set_result(None)
-
-
-def _guarded(argv: list[str]) -> list[str]:
-    if _SETPRIV is None:
-        return argv  # no setpriv (not Linux util-linux): runs still die on timeout, abort and exit
-    return [_SETPRIV, "--pdeathsig", "TERM", "--", "/bin/sh", "-c", _GUARD, "taskyard-run", *argv]
 
 
 def _describe_returncode(returncode: int) -> str:
@@ -157,8 +148,9 @@ class _Launch:
 
 
 class _ProcessExecutor:
-    def __init__(self, *, kill_grace_seconds: float = 5.0) -> None:
+    def __init__(self, *, kill_grace_seconds: float = 5.0, guardian: Guardian | None = None) -> None:
         self._kill_grace = max(0.0, kill_grace_seconds)
+        self._guardian = guardian
 
     def _prepare(self, spec: ExecutionSpec) -> _Launch | ExecutionResult:
         raise NotImplementedError
@@ -190,11 +182,13 @@ class _ProcessExecutor:
         self, spec: ExecutionSpec, launch: _Launch, batcher: LogBatcher, abort: asyncio.Event
     ) -> ExecutionResult:
         env = os.environ | spec.env | launch.env | {"PYTHONUNBUFFERED": "1"}
+        if self._guardian is not None:
+            env |= self._guardian.env()
         loop = asyncio.get_running_loop()
         try:
             transport, protocol = await loop.subprocess_exec(
                 lambda: _ExitAwareProtocol(limit=2**16, loop=loop),
-                *_guarded(launch.argv),
+                *launch.argv,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
@@ -210,6 +204,8 @@ class _ProcessExecutor:
 
         # start_new_session makes the child a session and group leader, so its pid is the pgid.
         pgid = proc.pid
+        if self._guardian is not None:
+            self._guardian.watch(pgid)
         if spec.on_start is not None:
             try:
                 spec.on_start(pgid)
@@ -233,7 +229,7 @@ class _ProcessExecutor:
                 # The leader is done, but anything it backgrounded is still in the group and would
                 # keep running (and keep our pipes open) with nobody tracking it. A finished run must
                 # not leave orphans behind, so the group is terminated just like on timeout.
-                if await asyncio.to_thread(_group_has_live_members, pgid):
+                if _group_exists(pgid) and await asyncio.to_thread(_group_has_live_members, pgid):
                     await batcher.add(
                         system_line(
                             f"command exited but left processes running in process group {pgid}; "
@@ -271,6 +267,8 @@ class _ProcessExecutor:
                 _signal_group(pgid, signal.SIGKILL)
                 for task in readers:
                     task.cancel()
+            if self._guardian is not None:
+                self._guardian.release(pgid)
 
         returncode = proc.returncode
         stdout_tail = clip_bytes(stdout_state.last_line, RESULT_LIMIT) if stdout_state.last_line else None
