@@ -21,8 +21,10 @@ from taskyard.domain.status import (
     sources_of,
 )
 from taskyard.storage import cron as cron_rows
+from taskyard.storage import outcomes as outcome_rows
 from taskyard.storage import runs as run_rows
 from taskyard.storage import tasks as task_rows
+from taskyard.storage.outcomes import Finish
 
 
 @dataclass(frozen=True)
@@ -147,13 +149,27 @@ class RunLifecycle:
             await self._after_final(conn, moved, now=now)
         return moved
 
-    async def _after_final(self, conn: AsyncConnection, run: Run, *, now: datetime) -> None:
-        self.finished.append(FinishedRun(run))
+    async def finish_plainly(self, conn: AsyncConnection, finishes: list[Finish], *, worker_id: str,
+                             now: datetime) -> list[Run]:
+        """Final statuses reported by the attempts that hold their runs, set-wise: only for runs in
+        `known_unwaited` that need no retry (the caller checks). Returns the runs moved; one missing moved
+        under the report."""
+        moved = await outcome_rows.finish_runs(conn, finishes, worker_id=worker_id, now=now)
+        for run in sorted(moved, key=lambda r: (r.task_id, r.id)):  # tasks locked in order, as `report` does
+            self.finished.append(FinishedRun(run))
+            await self._record_outcome(conn, run, now)
+        return moved
+
+    async def _record_outcome(self, conn: AsyncConnection, run: Run, now: datetime) -> None:
         # A batch of runs of one task that end alike writes the task's row once (the last write wins,
         # so only a repeat of the very same outcome is skipped).
         if self._last_outcome.get(run.task_id) != (run.status, now):
             self._last_outcome[run.task_id] = (run.status, now)
             await task_rows.record_outcome(conn, run.task_id, run.status, now)
+
+    async def _after_final(self, conn: AsyncConnection, run: Run, *, now: datetime) -> None:
+        self.finished.append(FinishedRun(run))
+        await self._record_outcome(conn, run, now)
         if run.id in self.known_unwaited:
             return  # the caller checked for the whole batch: nothing waits on it, it waits on nothing
         await run_rows.clear_waits(conn, run.id)

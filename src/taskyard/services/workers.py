@@ -18,6 +18,7 @@ from taskyard.services.scope import UNSCOPED, Scope
 from taskyard.storage import runs as run_rows
 from taskyard.storage import tasks as task_rows
 from taskyard.storage import workers as worker_rows
+from taskyard.storage.outcomes import Finish
 from taskyard.storage.paging import PageRequest
 
 if TYPE_CHECKING:
@@ -240,6 +241,21 @@ class WorkerService:
                                                              project_id=worker.project_id)}
             # One look at run_waits for the whole batch spares each run its own wait bookkeeping.
             lifecycle.known_unwaited = set(runs) - await run_rows.runs_in_waits(conn, list(runs))
+            plain = [_plain_finish(runs.get(rep.run_id), rep, worker_id, lifecycle.known_unwaited, now)
+                     for rep in reports]
+            if all(finish is not None for finish in plain):
+                # The usual report (every run finished by the attempt that holds it, nothing to retry or
+                # release): one statement for all of them.
+                finishes = [finish for finish in plain if finish is not None]
+                moved = {run.id for run in await lifecycle.finish_plainly(conn, finishes, worker_id=worker_id,
+                                                                          now=now)}
+                for finish in finishes:
+                    if finish.run_id in moved:
+                        accepted.append(finish.run_id)
+                    else:
+                        rejected.append({"run_id": finish.run_id, "code": StaleAttempt.code,
+                                         "message": f"run {finish.run_id} changed while the report was applied"})
+                reports = []
             # Finishing a run updates its task's row: in task order, so that two workers' reports
             # touching the same tasks lock them in the same order and cannot deadlock.
             for rep in sorted(reports, key=lambda r: (runs[r.run_id].task_id if r.run_id in runs else 0, r.run_id)):
@@ -364,6 +380,27 @@ class WorkerService:
         if worker is None:
             raise NotFound(f"worker '{worker_id}' does not exist", resource="worker", id=worker_id)
         return worker
+
+
+def _plain_finish(run: Run | None, rep: RunReport, worker_id: str, unwaited: set[int], now: datetime,
+                  ) -> Finish | None:
+    """The report's outcome as a final status, when applying it needs nothing but the run's own row: the
+    run is running the reporting attempt, nothing waits on it or is waited on, and no retry follows."""
+    if (run is None or rep.outcome not in OUTCOMES or run.status is not RunStatus.RUNNING
+            or run.worker_id != worker_id or run.attempt != rep.attempt or run.id not in unwaited):
+        return None
+    if rep.outcome == "completed":
+        status, error, reason = RunStatus.COMPLETED, None, None
+    elif rep.outcome == "aborted":
+        status, error, reason = (RunStatus.ABORTED, rep.error_message or "aborted",
+                                 rep.error_message or "aborted on the worker")
+    elif run.retry_count < run.max_retries:
+        return None  # a new attempt is planned by fail_attempt
+    else:
+        status = RunStatus.FAILED
+        error = reason = rep.error_message or rep.outcome
+    elapsed = round((now - run.started_at).total_seconds(), 6) if run.started_at is not None else None
+    return Finish(run.id, rep.attempt, status, rep.result, rep.exit_code, error, elapsed, reason)
 
 
 def format_duration(seconds: float) -> str:

@@ -20,6 +20,7 @@ standard library only, so it starts without site-packages and without importing 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -44,6 +45,7 @@ class Guardian:
         self._process: subprocess.Popen[bytes] | None = None
         self._fd: int | None = None
         self._groups: set[int] = set()
+        self._unsent: list[str] = []
 
     @property
     def pid(self) -> int | None:
@@ -79,15 +81,32 @@ class Guardian:
 
     def watch(self, pgid: int) -> None:
         self._groups.add(pgid)
-        self._send(f"+{pgid}\n")
+        self._queue(f"+{pgid}\n")
 
     def release(self, pgid: int) -> None:
         if pgid in self._groups:
             self._groups.discard(pgid)
-            self._send(f"-{pgid}\n")
+            self._queue(f"-{pgid}\n")
+
+    def _queue(self, message: str) -> None:
+        """Sends at the end of this turn of the event loop, so the runs started by one poll answer cost
+        one write (each write wakes the guardian). A run started in between is still found by its token."""
+        self._unsent.append(message)
+        if len(self._unsent) > 1:
+            return
+        try:
+            asyncio.get_running_loop().call_soon(self._flush)
+        except RuntimeError:
+            self._flush()
+
+    def _flush(self) -> None:
+        message, self._unsent = "".join(self._unsent), []
+        if message:
+            self._send(message)
 
     def stop(self) -> None:
         """Lets the guardian exit (it finds nothing left to end when the worker has ended its runs)."""
+        self._flush()
         self._close()
         if self._process is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
