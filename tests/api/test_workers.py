@@ -129,13 +129,17 @@ async def test_report_completes_and_fails(app_client: httpx.AsyncClient) -> None
     # a worker may report its own abort (killed on timeout of its own accord, say)
     killed = await run_task(app_client, task["id"], worker, "aborted", error_message="SIGTERM")
     assert (killed["status"], killed["error_message"]) == ("aborted", "SIGTERM")
-    # a report about a finished run is stale; batches accept the good and refuse the rest
-    error(await report(app_client, worker, ok["id"], 1), 409, "RESOURCE_CONFLICT")
+    # the same outcome again (its first answer was lost) is accepted and changes nothing; another outcome
+    # about a finished run is stale; batches accept the good and refuse the rest
+    assert data(await report(app_client, worker, ok["id"], 1, result="other")) == {"accepted": [ok["id"]],
+                                                                                  "rejected": []}
+    assert (await get_run(app_client, ok["id"]))["result"] == "fine"
+    error(await report(app_client, worker, ok["id"], 1, "failed"), 409, "RESOURCE_CONFLICT")
     run_id = (await trigger(app_client, task["id"]))["run_id"]
     claimed = await claim_one(app_client, worker)
     batch = data(await app_client.post(f"/api/workers/{worker}/report", json={"reports": [
         {"run_id": run_id, "attempt": claimed["attempt"], "outcome": "completed"},
-        {"run_id": ok["id"], "attempt": 1, "outcome": "completed"},
+        {"run_id": ok["id"], "attempt": 1, "outcome": "aborted"},
         {"run_id": 999999, "attempt": 1, "outcome": "completed"}]}))
     assert batch["accepted"] == [run_id]
     assert {r["run_id"]: r["code"] for r in batch["rejected"]} == {ok["id"]: "RESOURCE_CONFLICT",
@@ -294,3 +298,30 @@ async def test_list_filters_and_paging(app_client: httpx.AsyncClient) -> None:
     assert (page["total"], page["total_pages"], [w["hostname"] for w in page["items"]]) == (3, 2, ["charlie"])
     error(await app_client.get("/api/workers", params={"sort": "ip_address"}), 422, "VALIDATION_ERROR", "sort")
     error(await app_client.get("/api/workers/nobody"), 404, "RESOURCE_NOT_FOUND")
+
+
+async def test_a_poll_carries_outcomes_and_claims_after_them(app_client: httpx.AsyncClient) -> None:
+    task = await create_task(app_client, "carried", retry_count=0)
+    worker = (await register(app_client, max_concurrent_tasks=1))["id"]
+    first = (await trigger(app_client, task["id"]))["run_id"]
+    second = (await trigger(app_client, task["id"]))["run_id"]
+    claimed = await claim_one(app_client, worker)
+    assert claimed["run_id"] == first
+    # One slot: the next run can only be claimed once the carried outcome has freed it.
+    answer = data(await app_client.post(f"/api/workers/{worker}/poll", json={
+        "capacity": 1, "running": [], "wait": 0,
+        "reports": [{"run_id": first, "attempt": claimed["attempt"], "outcome": "completed", "result": "42",
+                     "exit_code": 0},
+                    {"run_id": 999999, "attempt": 1, "outcome": "completed"}]}))
+    assert answer["report"]["accepted"] == [first]
+    assert [(r["run_id"], r["code"]) for r in answer["report"]["rejected"]] == [(999999, "RESOURCE_NOT_FOUND")]
+    assert [r["run_id"] for r in answer["runs"]] == [second]
+    done = await get_run(app_client, first)
+    assert (done["status"], done["result"], done["exit_code"]) == ("completed", "42", 0)
+    assert [h["status"] for h in done["history"]] == ["queued", "running", "completed"]
+    # A poll without outcomes answers without a report; a malformed outcome is refused before anything.
+    assert "report" not in await poll(app_client, worker, 0, [second])
+    error(await app_client.post(f"/api/workers/{worker}/poll", json={
+        "capacity": 1, "reports": [{"run_id": second, "attempt": 1, "outcome": "finished"}]}), 422,
+        "VALIDATION_ERROR")
+    assert (await get_run(app_client, second))["status"] == "running"

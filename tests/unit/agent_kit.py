@@ -29,7 +29,8 @@ class FakeServer:
     tracking endpoint that takes the runs' log lines and samples.
 
     Mirrors the real semantics that matter to the agent: a poll returns at once when it claims runs,
-    when one of the listed runs is no longer held (abort), or when the worker is not active; a report
+    when one of the listed runs is no longer held (abort), or when the worker is not active; outcomes a
+    poll carries are applied first, as a report; a report
     from an attempt that does not hold its run is rejected (409 when it is the only item); the tracking
     endpoint answers bare JSON and Spring-Boot-shaped errors, and takes lines of any run it knows.
     """
@@ -47,6 +48,7 @@ class FakeServer:
         self.logs: dict[int, list[dict[str, Any]]] = {}
         self.samples: dict[int, list[dict[str, Any]]] = {}
         self.report_bodies: list[dict[str, Any]] = []
+        self.poll_reports: list[list[dict[str, Any]]] = []  # the outcomes each poll carried
         self.tracking_bodies: list[dict[str, Any]] = []
         self.deliveries: list[tuple[str, int]] = []  # ("logs" | "outcome", run_id), in the order accepted
         self.failed_reports = 0
@@ -58,6 +60,7 @@ class FakeServer:
         self.events: list[str] = []  # coarse order of notable requests
         self.down = False  # every request fails with 503 (bodies are still recorded)
         self.reports_down = False  # only reports fail, as if the network dropped them
+        self.refuse_polls_with_reports = 0  # this many polls that carry outcomes fail with 503, unapplied
         self.tracking_status: int | None = None  # the tracking endpoint answers this error status
         self.tracking_max_lines = TRACKING_MAX  # more log lines than this in one call: 413
         self.changed = asyncio.Event()
@@ -166,6 +169,15 @@ class FakeServer:
 
     async def poll(self, body: dict[str, Any]) -> httpx.Response:
         deadline = time.monotonic() + body["wait"]
+        report = None
+        if "reports" in body and self.refuse_polls_with_reports > 0:
+            self.refuse_polls_with_reports -= 1
+            return _error(503, "UNAVAILABLE", "busy")
+        if "reports" in body:
+            assert all(set(item) <= REPORT_KEYS for item in body["reports"]), body["reports"]
+            self.poll_reports.append(body["reports"])
+            accepted, rejected = self.apply_reports(body["reports"])
+            report = {"accepted": accepted, "rejected": rejected}
         while True:
             if self.down:
                 return _error(503, "UNAVAILABLE", "down")
@@ -179,14 +191,9 @@ class FakeServer:
                     claimed.append(run)
             remaining = deadline - time.monotonic()
             if claimed or aborts or self.status != "active" or remaining <= 0:
-                return _ok(
-                    {
-                        "runs": claimed,
-                        "abort_runs": aborts,
-                        "status": self.status,
-                        "lease_seconds": self.lease_seconds,
-                    }
-                )
+                answer = {"runs": claimed, "abort_runs": aborts, "status": self.status,
+                          "lease_seconds": self.lease_seconds}
+                return _ok({**answer, "report": report} if report is not None else answer)
             self.changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.changed.wait(), remaining)
@@ -200,9 +207,15 @@ class FakeServer:
             if unknown:
                 return _error(422, "VALIDATION_ERROR", f"unknown fields: {sorted(unknown)}")
         self.report_bodies.append(body)
+        accepted, rejected = self.apply_reports(body["reports"])
+        if len(body["reports"]) == 1 and rejected:
+            return _error(409, "RESOURCE_CONFLICT", rejected[0]["message"], {"run_id": rejected[0]["run_id"]})
+        return _ok({"accepted": accepted, "rejected": rejected})
+
+    def apply_reports(self, items: list[dict[str, Any]]) -> tuple[list[int], list[dict[str, Any]]]:
         accepted: list[int] = []
         rejected: list[dict[str, Any]] = []
-        for item in body["reports"]:
+        for item in items:
             run_id = item["run_id"]
             aborted = run_id in self.aborted
             if run_id in self.stale or (self.held.get(run_id) != item["attempt"] and not aborted):
@@ -215,10 +228,7 @@ class FakeServer:
                     self.held.pop(run_id, None)
                 self.outcomes[run_id] = item
             accepted.append(run_id)
-        if len(body["reports"]) == 1 and rejected:
-            return _error(409, "RESOURCE_CONFLICT", rejected[0]["message"], {"run_id": rejected[0]["run_id"]})
-        return _ok({"accepted": accepted, "rejected": rejected})
-
+        return accepted, rejected
 
     def track(self, body: dict[str, Any], path: str) -> httpx.Response:
         self.tracking_bodies.append(body)
@@ -332,6 +342,8 @@ def delivery_index(fake: FakeServer, run_id: int, kind: str) -> list[int]:
 
 
 def reported_items(fake: FakeServer) -> list[dict[str, Any]]:
-    return [item for body in fake.report_bodies for item in body["reports"]]
+    """Every outcome item the server was sent, through the report endpoint or riding on a poll."""
+    return [*(item for body in fake.report_bodies for item in body["reports"]),
+            *(item for items in fake.poll_reports for item in items)]
 
 

@@ -108,6 +108,43 @@ async def test_reports_of_many_runs_are_batched(fake: FakeServer) -> None:
     assert max(len({line["runId"] for line in body["logs"]}) for body in fake.tracking_bodies) > 1
 
 
+async def test_outcomes_ride_on_claiming_polls_and_arrive_once(fake: FakeServer) -> None:
+    runs = [fake.add_run("true") for _ in range(40)]
+    async with fake.client() as client:
+        agent = WorkerAgent(settings(concurrency=4), client=client, max_runs=40)
+        assert await finish(agent.run(), 20) == 0
+    assert all(fake.outcomes[r]["outcome"] == "completed" for r in runs)
+    riding = [item["run_id"] for items in fake.poll_reports for item in items]
+    assert riding, "a busy worker sends its outcomes with its polls"
+    assert all(body["capacity"] > 0 for _, body in fake.polls if "reports" in body)
+    delivered = [run_id for kind, run_id in fake.deliveries if kind == "outcome"]
+    assert sorted(delivered) == runs, "every outcome arrives exactly once"
+    # Fewer requests than runs: polls claim and report in batches.
+    assert len(fake.polls) + fake.report_requests < len(runs)
+
+
+async def test_outcomes_of_a_failed_poll_are_sent_again(fake: FakeServer) -> None:
+    fake.refuse_polls_with_reports = 3
+    runs = [fake.add_run("true") for _ in range(12)]
+    async with fake.client() as client:
+        agent = WorkerAgent(settings(concurrency=2), client=client, max_runs=12)
+        assert await finish(agent.run(), 20) == 0
+    assert fake.refuse_polls_with_reports == 0
+    delivered = [run_id for kind, run_id in fake.deliveries if kind == "outcome"]
+    assert sorted(delivered) == runs
+
+
+async def test_an_outcome_refused_with_the_poll_answer_is_dropped(fake: FakeServer) -> None:
+    first = fake.add_run("true")
+    fake.stale.add(first)
+    later = [fake.add_run("sleep 0.2") for _ in range(3)]
+    async with fake.client() as client:
+        agent = WorkerAgent(settings(concurrency=1), client=client, max_runs=4)
+        assert await finish(agent.run(), 20) == 0
+    assert first not in fake.outcomes and all(fake.outcomes[r]["outcome"] == "completed" for r in later)
+    assert [item["run_id"] for item in reported_items(fake)].count(first) == 1, "a refused outcome is not resent"
+
+
 async def test_abort_from_the_poll_kills_the_run(fake: FakeServer, tmp_path: Path) -> None:
     pidfile = tmp_path / "pid"
     run_id = fake.add_run(f"echo $$ > {pidfile}; exec sleep 30")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -15,10 +15,11 @@ from taskyard.domain.status import RunStatus, WorkerStatus
 from taskyard.services.dispatch import WaitingPoll
 from taskyard.services.lifecycle import RunLifecycle, lease_deadline
 from taskyard.services.scope import UNSCOPED, Scope
+from taskyard.storage import outcomes as outcome_rows
 from taskyard.storage import runs as run_rows
 from taskyard.storage import tasks as task_rows
 from taskyard.storage import workers as worker_rows
-from taskyard.storage.outcomes import Finish
+from taskyard.storage.outcomes import Finish, RunState
 from taskyard.storage.paging import PageRequest
 
 if TYPE_CHECKING:
@@ -27,6 +28,9 @@ if TYPE_CHECKING:
     from taskyard.services.core import Core
 
 OUTCOMES = {"completed", "failed", "timed_out", "aborted"}
+# The status a final outcome leaves its run in when no retry follows.
+_FINAL_OF = {"completed": RunStatus.COMPLETED, "failed": RunStatus.FAILED, "timed_out": RunStatus.FAILED,
+             "aborted": RunStatus.ABORTED}
 
 
 @dataclass
@@ -57,12 +61,20 @@ class HeartbeatAck:
 
 
 @dataclass(frozen=True)
+class ReportResult:
+    accepted: list[int]
+    rejected: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
 class PollResult:
     runs: list[Run]
     abort_runs: list[int]
     status: WorkerStatus
     lease_seconds: float
     tasks: dict[int, Task] = field(default_factory=dict)
+    # What became of the outcomes the poll carried (None when it carried none).
+    report: ReportResult | None = None
 
 
 @dataclass
@@ -73,12 +85,6 @@ class RunReport:
     result: str | None = None
     error_message: str | None = None
     exit_code: int | None = None
-
-
-@dataclass(frozen=True)
-class ReportResult:
-    accepted: list[int]
-    rejected: list[dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -153,22 +159,27 @@ class WorkerService:
         return HeartbeatAck(updated, abort)
 
     async def poll(self, worker_id: str, *, capacity: int, running: list[int], wait: float,
-                   scope: Scope = UNSCOPED) -> PollResult:
+                   reports: list[RunReport] | None = None, scope: Scope = UNSCOPED) -> PollResult:
         """Claim up to `capacity` runs, or wait until some are claimable, one of `running` must stop,
-        or `wait` seconds pass. A wake-up from any server ends the wait at once."""
+        or `wait` seconds pass. A wake-up from any server ends the wait at once. Outcomes the poll carries
+        (`reports`, as the report endpoint takes them) are applied first, in the claim's transaction: a busy
+        worker then needs one request per batch of runs instead of two."""
         deadline = time.monotonic() + max(0.0, min(wait, self.core.config.poll_wait_max))
+        applied: ReportResult | None = None
         while True:
             woken = self.core.db.wakeup.current()
-            result, waiting = await self._poll_once(worker_id, capacity, running, scope)
+            result, waiting = await self._poll_once(worker_id, capacity, running, scope,
+                                                    reports if applied is None else None)
+            applied = applied or result.report
             remaining = deadline - time.monotonic()
             if result.runs or result.abort_runs or result.status is not WorkerStatus.ACTIVE or remaining <= 0:
-                return result
+                return replace(result, report=applied)
             woke, handed = await self._wait_for_work(woken, waiting, remaining)
             if handed is not None:
                 run, task = handed
-                return PollResult([run], [], WorkerStatus.ACTIVE, self.lease, {task.id: task})
+                return PollResult([run], [], WorkerStatus.ACTIVE, self.lease, {task.id: task}, applied)
             if not woke:
-                return result
+                return replace(result, report=applied)
 
     async def _wait_for_work(self, woken: asyncio.Event, waiting: WaitingPoll | None, timeout: float,
                              ) -> tuple[bool, tuple[Run, Task] | None]:
@@ -191,13 +202,17 @@ class WorkerService:
         return bool(done), None
 
     async def _poll_once(self, worker_id: str, capacity: int, running: list[int], scope: Scope,
-                         ) -> tuple[PollResult, WaitingPoll | None]:
-        """One claim; with it, what a trigger needs to hand this poll a run while it waits (None when the
-        worker cannot take one)."""
+                         reports: list[RunReport] | None) -> tuple[PollResult, WaitingPoll | None]:
+        """One claim, after the outcomes given; with it, what a trigger needs to hand this poll a run while
+        it waits (None when the worker cannot take one)."""
         now = self.core.clock()
         waiting = None
+        lifecycle = self.core.lifecycle()
+        applied = None
         async with self.core.db.write() as conn:
             worker = await self._get(conn, worker_id, scope)
+            if reports:
+                applied = await self._apply_reports(conn, lifecycle, worker, reports, now)
             abort = await run_rows.not_held(conn, worker_id, running)
             claimed: list[Run] = []
             if worker.status is WorkerStatus.ACTIVE and capacity > 0:
@@ -218,7 +233,9 @@ class WorkerService:
             if seen is None or not timedelta(0) <= now - seen < SEEN_RESOLUTION:
                 await worker_rows.mark_seen(conn, worker_id, now)
             tasks = await task_rows.get_tasks_any(conn, sorted({r.task_id for r in claimed}))
-        return PollResult(claimed, abort, worker.status, self.lease, tasks), waiting
+        if applied is not None:
+            self.core.publish(lifecycle)
+        return PollResult(claimed, abort, worker.status, self.lease, tasks, applied), waiting
 
     async def hand_over(self, conn: AsyncConnection, run: Run, poll: WaitingPoll, now: datetime) -> Run | None:
         """Move a queued run to running for a waiting poll, as its claim would (dispatch.py); None when
@@ -232,40 +249,42 @@ class WorkerService:
         refused one by one (StaleAttempt) without failing the others."""
         now = self.core.clock()
         lifecycle = self.core.lifecycle()
-        accepted: list[int] = []
-        rejected: list[dict[str, Any]] = []
         async with self.core.db.write() as conn:
             worker = await self._get(conn, worker_id, scope)
-            # Runs of another project read as missing ("does not exist"), never as someone else's attempt.
-            runs = {r.id: r for r in await run_rows.get_runs(conn, [rep.run_id for rep in reports],
-                                                             project_id=worker.project_id)}
-            # One look at run_waits for the whole batch spares each run its own wait bookkeeping.
-            lifecycle.known_unwaited = set(runs) - await run_rows.runs_in_waits(conn, list(runs))
-            plain = [_plain_finish(runs.get(rep.run_id), rep, worker_id, lifecycle.known_unwaited, now)
-                     for rep in reports]
-            if all(finish is not None for finish in plain):
-                # The usual report (every run finished by the attempt that holds it, nothing to retry or
-                # release): one statement for all of them.
-                finishes = [finish for finish in plain if finish is not None]
-                moved = {run.id for run in await lifecycle.finish_plainly(conn, finishes, worker_id=worker_id,
-                                                                          now=now)}
-                for finish in finishes:
-                    if finish.run_id in moved:
-                        accepted.append(finish.run_id)
-                    else:
-                        rejected.append({"run_id": finish.run_id, "code": StaleAttempt.code,
-                                         "message": f"run {finish.run_id} changed while the report was applied"})
-                reports = []
-            # Finishing a run updates its task's row: in task order, so that two workers' reports
-            # touching the same tasks lock them in the same order and cannot deadlock.
-            for rep in sorted(reports, key=lambda r: (runs[r.run_id].task_id if r.run_id in runs else 0, r.run_id)):
-                run = runs.get(rep.run_id)
-                try:
-                    await self._apply(conn, lifecycle, worker_id, run, rep, now)
-                    accepted.append(rep.run_id)
-                except (StaleAttempt, NotFound, ValidationFailed) as exc:
-                    rejected.append({"run_id": rep.run_id, "code": exc.code, "message": exc.message})
+            result = await self._apply_reports(conn, lifecycle, worker, reports, now)
         self.core.publish(lifecycle)
+        return result
+
+    async def _apply_reports(self, conn: AsyncConnection, lifecycle: RunLifecycle, worker: Worker,
+                             reports: list[RunReport], now: datetime) -> ReportResult:
+        accepted: list[int] = []
+        rejected: list[dict[str, Any]] = []
+        states = await outcome_rows.states(conn, [rep.run_id for rep in reports], project_id=worker.project_id)
+        plain = [_plain_finish(states.get(rep.run_id), rep, worker.id, now) for rep in reports]
+        if all(finish is not None for finish in plain):
+            # The usual report (every run finished by the attempt that holds it, nothing to retry or
+            # release): one statement for all of them.
+            finishes = [finish for finish in plain if finish is not None]
+            moved = {run.id for run in await lifecycle.finish_plainly(conn, finishes, worker_id=worker.id, now=now)}
+            for finish in finishes:
+                if finish.run_id in moved:
+                    accepted.append(finish.run_id)
+                else:
+                    rejected.append({"run_id": finish.run_id, "code": StaleAttempt.code,
+                                     "message": f"run {finish.run_id} changed while the report was applied"})
+            return ReportResult(accepted, rejected)
+        # Runs of another project read as missing ("does not exist"), never as someone else's attempt.
+        runs = {r.id: r for r in await run_rows.get_runs(conn, [rep.run_id for rep in reports],
+                                                         project_id=worker.project_id)}
+        lifecycle.known_unwaited = {run_id for run_id, state in states.items() if not state.in_waits}
+        # Finishing a run updates its task's row: in task order, so that two workers' reports touching the
+        # same tasks lock them in the same order and cannot deadlock.
+        for rep in sorted(reports, key=lambda r: (runs[r.run_id].task_id if r.run_id in runs else 0, r.run_id)):
+            try:
+                await self._apply(conn, lifecycle, worker.id, runs.get(rep.run_id), rep, now)
+                accepted.append(rep.run_id)
+            except (StaleAttempt, NotFound, ValidationFailed) as exc:
+                rejected.append({"run_id": rep.run_id, "code": exc.code, "message": exc.message})
         return ReportResult(accepted, rejected)
 
     async def _apply(self, conn: AsyncConnection, lifecycle: RunLifecycle, worker_id: str, run: Run | None,
@@ -276,6 +295,8 @@ class WorkerService:
             raise ValidationFailed(f"unknown outcome '{rep.outcome}'", field="outcome", rule="one_of",
                                    value=rep.outcome)
         same_attempt = run.worker_id == worker_id and run.attempt == rep.attempt
+        if same_attempt and rep.outcome is not None and run.status is _FINAL_OF[rep.outcome]:
+            return  # the same outcome again (a retry after a lost answer): it is already applied
         # An aborted run's own attempt may still send its last lines and its kill notice.
         if not same_attempt or run.status not in (RunStatus.RUNNING, RunStatus.ABORTED):
             raise StaleAttempt(f"attempt {rep.attempt} of run {rep.run_id} no longer holds it "
@@ -382,25 +403,24 @@ class WorkerService:
         return worker
 
 
-def _plain_finish(run: Run | None, rep: RunReport, worker_id: str, unwaited: set[int], now: datetime,
-                  ) -> Finish | None:
+def _plain_finish(state: RunState | None, rep: RunReport, worker_id: str, now: datetime) -> Finish | None:
     """The report's outcome as a final status, when applying it needs nothing but the run's own row: the
     run is running the reporting attempt, nothing waits on it or is waited on, and no retry follows."""
-    if (run is None or rep.outcome not in OUTCOMES or run.status is not RunStatus.RUNNING
-            or run.worker_id != worker_id or run.attempt != rep.attempt or run.id not in unwaited):
+    if (state is None or rep.outcome not in OUTCOMES or state.status is not RunStatus.RUNNING
+            or state.worker_id != worker_id or state.attempt != rep.attempt or state.in_waits):
         return None
     if rep.outcome == "completed":
         status, error, reason = RunStatus.COMPLETED, None, None
     elif rep.outcome == "aborted":
         status, error, reason = (RunStatus.ABORTED, rep.error_message or "aborted",
                                  rep.error_message or "aborted on the worker")
-    elif run.retry_count < run.max_retries:
+    elif state.retry_count < state.max_retries:
         return None  # a new attempt is planned by fail_attempt
     else:
         status = RunStatus.FAILED
         error = reason = rep.error_message or rep.outcome
-    elapsed = round((now - run.started_at).total_seconds(), 6) if run.started_at is not None else None
-    return Finish(run.id, rep.attempt, status, rep.result, rep.exit_code, error, elapsed, reason)
+    elapsed = round((now - state.started_at).total_seconds(), 6) if state.started_at is not None else None
+    return Finish(state.run_id, rep.attempt, status, rep.result, rep.exit_code, error, elapsed, reason)
 
 
 def format_duration(seconds: float) -> str:

@@ -1,5 +1,6 @@
 """Finishing many runs in one statement: the outcomes of a worker's report that are plain (each run still
-running the reporting attempt, no retry to plan, no run waiting on it or waited on by it).
+running the reporting attempt, no retry to plan, no run waiting on it or waited on by it), and the one
+read that tells whether they are.
 
 One guarded status change per run cost a statement, a round trip and SQLAlchemy's parameter handling
 each; a report of 16 runs was most of a server's time per run. Here the reported values travel as arrays
@@ -16,13 +17,44 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import bindparam, exists, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskyard.domain.models import Run
 from taskyard.domain.status import RunStatus
 from taskyard.storage import bulk
-from taskyard.storage.tables import run_history, runs
+from taskyard.storage.tables import run_history, run_waits, runs
+
+
+@dataclass(frozen=True)
+class RunState:
+    """What deciding whether an outcome is plain needs of its run, and no more (a whole run row costs
+    several times as much to read and build)."""
+
+    run_id: int
+    status: RunStatus
+    attempt: int
+    worker_id: str | None
+    retry_count: int
+    max_retries: int
+    started_at: datetime | None
+    in_waits: bool  # it waits on another run, or another run waits on it
+
+
+_STATES = select(
+    runs.c.id, runs.c.status, runs.c.attempt, runs.c.worker_id, runs.c.retry_count, runs.c.max_retries,
+    runs.c.started_at,
+    exists().where(or_(run_waits.c.run_id == runs.c.id, run_waits.c.dependency_run_id == runs.c.id)),
+).where(runs.c.id.in_(bindparam("run_ids", expanding=True)), runs.c.project_id == bindparam("project_id"))
+
+
+async def states(conn: AsyncConnection, run_ids: list[int], *, project_id: int) -> dict[int, RunState]:
+    """The states of these runs of one project (a run of another project is missing, as if it did not exist)."""
+    if not run_ids:
+        return {}
+    rows = await conn.execute(_STATES, {"run_ids": run_ids, "project_id": project_id})
+    return {int(r[0]): RunState(int(r[0]), RunStatus(r[1]), int(r[2]), r[3], int(r[4]), int(r[5]), r[6], bool(r[7]))
+            for r in rows.all()}
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from taskyard.settings import WorkerSettings
 from taskyard.worker import system_info
 from taskyard.worker.executors import PROCESS_TASK_TYPES
 from taskyard.worker.protocol import Backoff, Json, RegistrationRefused, ServerApi, ServerError
-from taskyard.worker.reports import ReportBuffer, ReportFlusher
+from taskyard.worker.reports import REQUEST_MAX_RUNS, Pending, ReportBuffer, ReportFlusher, rejections
 from taskyard.worker.runs import Runs
 from taskyard.worker.session import Session
 
@@ -216,11 +216,17 @@ class WorkerAgent:
     async def _poll_loop(self) -> None:
         backoff = Backoff()
         session = self._session
+        buffer = self._buffer
         while True:
             await session.registered.wait()
             generation, worker_id = session.generation, session.worker_id
             capacity = self._claim_capacity()
-            body = {"capacity": capacity, "running": self._runs.live_run_ids(), "wait": self._poll_wait}
+            body: Json = {"capacity": capacity, "running": self._runs.live_run_ids(), "wait": self._poll_wait}
+            # Outcomes ride on a claiming poll: a busy worker then sends one request per batch of runs. A poll
+            # that cannot claim is cut off when slots free up, so it carries none.
+            riding = buffer.take_outcomes(REQUEST_MAX_RUNS) if capacity > 0 else []
+            if riding:
+                body["reports"] = [part.to_json() for part in riding]
             self._wake.clear()
             sent = time.monotonic()
             request = asyncio.create_task(
@@ -235,18 +241,33 @@ class WorkerAgent:
                 answer = await self._await_poll(request, capacity)
             except ServerError as exc:
                 if exc.status == 404:
+                    buffer.landed()  # stale with the registration they belonged to
                     await session.reregister(generation)
                 else:
+                    buffer.restore(riding)
+                    buffer.landed()
                     self._api.refused("poll", exc)
                     await asyncio.sleep(exc.retry_after or backoff.next())
                 continue
             except httpx.HTTPError as exc:
+                buffer.restore(riding)
+                buffer.landed()
                 self._api.unreachable("poll", exc)
                 await asyncio.sleep(backoff.next())
                 continue
+            except BaseException:
+                buffer.restore(riding)
+                buffer.landed()
+                raise
             if answer is None:
-                continue  # superseded by a poll with a different capacity
+                # Superseded: the server may or may not have applied them; a second delivery is accepted as
+                # the same outcome.
+                buffer.restore(riding)
+                buffer.landed()
+                continue
+            buffer.landed()
             backoff.reset()
+            self._settle_reports(riding, answer.get("report"))
             runs = answer.get("runs") or []
             # Runs claimed in this answer got fresh leases just now, whatever the send time was.
             session.contact(time.monotonic() if runs else sent)
@@ -259,6 +280,17 @@ class WorkerAgent:
                 await self._pause_unless_woken(_IDLE_POLL_PAUSE_SECONDS)
             elif not runs and not aborts and time.monotonic() - sent < _QUICK_POLL_SECONDS:
                 await self._pause_unless_woken(_QUICK_POLL_PAUSE_SECONDS)
+
+    def _settle_reports(self, riding: list[Pending], report: object) -> None:
+        """Outcomes the server refused with the poll's answer: their attempts no longer hold their runs."""
+        if not riding:
+            return
+        if not isinstance(report, dict):
+            # A server that does not take outcomes on polls ignored them: they go the usual way.
+            self._buffer.restore(riding)
+            return
+        for run_id, attempt, message in rejections(riding, report):
+            self._runs.reject(run_id, attempt, message)
 
     async def _await_poll(self, request: asyncio.Task[Json], capacity: int) -> Json | None:
         """The poll's answer, or None when it was cancelled because its capacity became wrong."""

@@ -59,6 +59,16 @@ def system_line(message: str, level: str = "warn") -> Json:
     return line_json(LogLine(datetime.now(UTC), level, message, "system"))
 
 
+def rejections(batch: Iterable[Pending], answer: Json) -> list[tuple[int, int, str]]:
+    """(run id, attempt, why) of the outcomes of ``batch`` that a report's answer refused."""
+    attempts = {part.run_id: part.attempt for part in batch}
+    refused = []
+    for item in answer.get("rejected") or []:
+        if isinstance(item, dict) and isinstance(item.get("run_id"), int) and item["run_id"] in attempts:
+            refused.append((item["run_id"], attempts[item["run_id"]], str(item.get("message") or item.get("code"))))
+    return refused
+
+
 # --------------------------------------------------------------------------------------------------
 # The shared report buffer
 
@@ -118,6 +128,8 @@ class ReportBuffer:
         self.changed = asyncio.Event()
         self.urgent = False  # during the final flush everything is due at once
         self.in_flight: list[Pending] = []
+        # Outcomes on their way inside a poll (the agent's), beside the flusher's request.
+        self.riding: list[Pending] = []
 
     @property
     def empty(self) -> bool:
@@ -163,7 +175,7 @@ class ReportBuffer:
 
     def held_run_ids(self) -> list[int]:
         """Runs whose outcome has not been accepted yet; their leases still need renewing."""
-        return [p.run_id for p in [*self._entries.values(), *self.in_flight] if p.final is not None]
+        return [p.run_id for p in [*self._entries.values(), *self.in_flight, *self.riding] if p.final is not None]
 
     def due_at(self, now: float) -> float | None:
         if not self._entries:
@@ -216,6 +228,25 @@ class ReportBuffer:
             if not part.idle:
                 batch.append(part)
         return batch
+
+    def take_outcomes(self, max_runs: int) -> list[Pending]:
+        """Removes outcomes that may go out on their own, to ride on a poll: those of runs with no line or
+        sample waiting here or in the flusher's request, so that the server still sees a run's logs no later
+        than its outcome."""
+        busy = {(part.run_id, part.attempt) for part in self.in_flight}
+        batch: list[Pending] = []
+        for key, entry in list(self._entries.items()):
+            if len(batch) >= max_runs:
+                break
+            if entry.final is not None and not entry.logs and not entry.samples and key not in busy:
+                del self._entries[key]
+                batch.append(entry)
+        self.riding = batch
+        return batch
+
+    def landed(self) -> None:
+        """The outcomes riding on a poll reached the server."""
+        self.riding = []
 
     def restore(self, batch: Iterable[Pending]) -> None:
         """Puts a batch that could not be delivered back in front of everything added since."""
@@ -405,10 +436,8 @@ class ReportFlusher:
             return False, None
         if isinstance(data, ServerError):
             return await self._refused(batch, data, generation)
-        attempts = {part.run_id: part.attempt for part in batch}
-        for item in data.get("rejected") or []:
-            if isinstance(item, dict) and isinstance(item.get("run_id"), int) and item["run_id"] in attempts:
-                self._reject(item["run_id"], attempts[item["run_id"]], str(item.get("message") or item.get("code")))
+        for run_id, attempt, message in rejections(batch, data):
+            self._reject(run_id, attempt, message)
         return None
 
     async def _refused(self, batch: list[Pending], exc: ServerError, generation: int) -> tuple[bool, float | None]:

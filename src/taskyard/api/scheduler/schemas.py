@@ -133,12 +133,6 @@ class HeartbeatBody(_Body):
     metadata: dict[str, Any] | None = None
 
 
-class PollBody(_Body):
-    capacity: StrictInt = Field(1, ge=0, le=1000)
-    running: list[StrictInt] = Field(default_factory=list, max_length=10_000)
-    wait: float = Field(20.0, ge=0, le=60)
-
-
 def _printable(value: Any) -> Any:
     """What a task printed is kept, not refused: NUL and undecodable characters become U+FFFD."""
     if isinstance(value, str):
@@ -159,3 +153,11 @@ class RunReportBody(_Body):
 
 class ReportBody(_Body):
     reports: list[RunReportBody] = Field(min_length=1, max_length=10_000)
+
+
+class PollBody(_Body):
+    capacity: StrictInt = Field(1, ge=0, le=1000)
+    running: list[StrictInt] = Field(default_factory=list, max_length=10_000)
+    wait: float = Field(20.0, ge=0, le=60)
+    # Outcomes applied before the claim, exactly as POST …/report would apply them.
+    reports: list[RunReportBody] = Field(default_factory=list, max_length=10_000)

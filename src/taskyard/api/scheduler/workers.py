@@ -10,7 +10,14 @@ from starlette.responses import Response
 from taskyard.api.envelope import ok
 from taskyard.api.scheduler import shapes
 from taskyard.api.scheduler.common import NO_NUL, Paging, Services, WorkerId
-from taskyard.api.scheduler.schemas import HeartbeatBody, PollBody, ReportBody, WorkerRegister, WorkerUpdate
+from taskyard.api.scheduler.schemas import (
+    HeartbeatBody,
+    PollBody,
+    ReportBody,
+    RunReportBody,
+    WorkerRegister,
+    WorkerUpdate,
+)
 from taskyard.api.security import Scoped, allow
 from taskyard.domain.errors import StaleAttempt
 from taskyard.services.access import Permission
@@ -70,18 +77,21 @@ async def heartbeat(request: Request, worker_id: WorkerId, body: HeartbeatBody, 
 @router.post("/{worker_id}/poll", dependencies=work)
 async def poll(request: Request, worker_id: WorkerId, body: PollBody, core: Services, scope: Scoped) -> Response:
     result = await core.workers.poll(worker_id, capacity=body.capacity, running=body.running, wait=body.wait,
-                                     scope=scope)
+                                     reports=_run_reports(body.reports), scope=scope)
     return ok(request, _poll_answer(result))
 
 
 @router.post("/{worker_id}/report", dependencies=work)
 async def report(request: Request, worker_id: WorkerId, body: ReportBody, core: Services, scope: Scoped) -> Response:
-    outcome = await core.workers.report(worker_id, [RunReport(
-        run_id=r.run_id, attempt=r.attempt, outcome=r.outcome, result=r.result, error_message=r.error_message,
-        exit_code=r.exit_code) for r in body.reports], scope=scope)
+    outcome = await core.workers.report(worker_id, _run_reports(body.reports), scope=scope)
     if len(body.reports) == 1 and outcome.rejected and outcome.rejected[0]["code"] == StaleAttempt.code:
         raise StaleAttempt(outcome.rejected[0]["message"], run_id=outcome.rejected[0]["run_id"])
     return ok(request, {"accepted": outcome.accepted, "rejected": outcome.rejected})
+
+
+def _run_reports(bodies: list[RunReportBody]) -> list[RunReport]:
+    return [RunReport(run_id=r.run_id, attempt=r.attempt, outcome=r.outcome, result=r.result,
+                      error_message=r.error_message, exit_code=r.exit_code) for r in bodies]
 
 
 def _poll_answer(result: PollResult) -> dict[str, object]:
@@ -96,5 +106,8 @@ def _poll_answer(result: PollResult) -> dict[str, object]:
             "timeout_seconds": run.timeout_seconds, "priority": run.priority.value,
             "lease_expires_at": run.lease_expires_at,
         })
-    return {"runs": runs, "abort_runs": result.abort_runs, "status": result.status.value,
-            "lease_seconds": result.lease_seconds}
+    answer: dict[str, object] = {"runs": runs, "abort_runs": result.abort_runs, "status": result.status.value,
+                                 "lease_seconds": result.lease_seconds}
+    if result.report is not None:
+        answer["report"] = {"accepted": result.report.accepted, "rejected": result.report.rejected}
+    return answer
