@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -194,6 +195,26 @@ def test_buffer_due_times() -> None:
     assert buffer.due_at(now) <= time.monotonic() + reports.OUTCOME_DELAY_SECONDS  # type: ignore[operator]
     buffer.add_logs(2, 1, _lines(reports.FLUSH_LINES))
     assert buffer.due_at(now) == now
+
+
+def test_an_outcome_alone_waits_for_a_poll_while_polls_claim_runs() -> None:
+    buffer = ReportBuffer()
+    outcome = {"outcome": "completed", "result": None, "error_message": None, "exit_code": 0}
+    buffer.add_outcome(1, 1, outcome)
+    now = time.monotonic()
+    assert buffer.due_at(now) <= now + reports.OUTCOME_DELAY_SECONDS  # type: ignore[operator]
+    buffer.polls_busy = True
+    assert buffer.due_at(now) > now + reports.OUTCOME_DELAY_SECONDS  # type: ignore[operator]
+    assert buffer.due_at(now) <= now + reports.RIDE_DELAY_SECONDS  # type: ignore[operator]
+    # An outcome behind lines of its run cannot ride: it goes with them, soon.
+    buffer.add_logs(2, 1, _lines(1))
+    buffer.add_outcome(2, 1, outcome)
+    assert buffer.due_at(now) <= time.monotonic() + reports.OUTCOME_DELAY_SECONDS  # type: ignore[operator]
+    taken = buffer.take_outcomes(10)
+    assert [(part.run_id, part.logs) for part in taken] == [(1, deque())], "only the one with nothing else"
+    assert buffer.riding == taken and buffer.held_run_ids() == [2, 1]
+    buffer.landed()
+    assert buffer.held_run_ids() == [2]
 
 
 def test_buffer_sends_samples_with_the_next_item_and_restores_them() -> None:

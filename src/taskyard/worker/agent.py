@@ -94,6 +94,7 @@ class WorkerAgent:
         if not graceful or self._stopping.is_set():
             self._immediate.set()
         self._stopping.set()
+        self._set_polls_busy(False)
         self._wake.set()
 
     async def run(self) -> int:
@@ -269,6 +270,7 @@ class WorkerAgent:
             backoff.reset()
             self._settle_reports(riding, answer.get("report"))
             runs = answer.get("runs") or []
+            self._set_polls_busy(bool(runs))
             # Runs claimed in this answer got fresh leases just now, whatever the send time was.
             session.contact(time.monotonic() if runs else sent)
             session.apply_answer(answer)
@@ -280,6 +282,13 @@ class WorkerAgent:
                 await self._pause_unless_woken(_IDLE_POLL_PAUSE_SECONDS)
             elif not runs and not aborts and time.monotonic() - sent < _QUICK_POLL_SECONDS:
                 await self._pause_unless_woken(_QUICK_POLL_PAUSE_SECONDS)
+
+    def _set_polls_busy(self, busy: bool) -> None:
+        """Whether outcomes may wait for the next poll rather than go out on their own (reports.py)."""
+        busy = busy and not self._stopping.is_set() and not self._session.lease_lost
+        if busy != self._buffer.polls_busy:
+            self._buffer.polls_busy = busy
+            self._buffer.changed.set()
 
     def _settle_reports(self, riding: list[Pending], report: object) -> None:
         """Outcomes the server refused with the poll's answer: their attempts no longer hold their runs."""
@@ -379,6 +388,7 @@ class WorkerAgent:
         killed = self._runs.lose("the lease was lost")
         if not self._session.lease_lost:
             self._session.lease_lost = True
+            self._set_polls_busy(False)
             logger.error(
                 "no answer from the server for %.1fs (lease %gs): it has given our runs to other workers; "
                 "killing %d run(s) and claiming nothing until it answers again",

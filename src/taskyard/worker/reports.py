@@ -29,6 +29,9 @@ logger = logging.getLogger("taskyard.worker")
 FLUSH_LINES = 500
 FLUSH_DELAY_SECONDS = 0.1
 OUTCOME_DELAY_SECONDS = 0.01
+# How long an outcome with nothing else to send may wait for a poll to ride on while the worker's polls
+# come back with runs (each such poll is followed by another at once, or cut off when a slot frees).
+RIDE_DELAY_SECONDS = 0.25
 BUFFER_MAX_LINES = 50_000
 # Per request. The server accepts 10 MB bodies and 10,000 log lines and 10,000 samples per tracking
 # request; lengths are counted in characters, so the byte budget leaves room for multi-byte text.
@@ -130,6 +133,8 @@ class ReportBuffer:
         self.in_flight: list[Pending] = []
         # Outcomes on their way inside a poll (the agent's), beside the flusher's request.
         self.riding: list[Pending] = []
+        # Set by the agent while its polls claim runs: another poll follows soon, and outcomes ride on it.
+        self.polls_busy = False
 
     @property
     def empty(self) -> bool:
@@ -182,10 +187,15 @@ class ReportBuffer:
             return None
         if self.urgent or self.lines >= FLUSH_LINES:
             return now
-        due = min(entry.since for entry in self._entries.values()) + FLUSH_DELAY_SECONDS
+        outcome_alone = RIDE_DELAY_SECONDS if self.polls_busy else OUTCOME_DELAY_SECONDS
+        due = now + FLUSH_DELAY_SECONDS
         for entry in self._entries.values():
-            if entry.final_at is not None:
-                due = min(due, entry.final_at + OUTCOME_DELAY_SECONDS)
+            if entry.final_at is None:
+                due = min(due, entry.since + FLUSH_DELAY_SECONDS)
+            elif entry.logs or entry.samples:
+                due = min(due, entry.since + FLUSH_DELAY_SECONDS, entry.final_at + OUTCOME_DELAY_SECONDS)
+            else:
+                due = min(due, entry.final_at + outcome_alone)
         return due
 
     def take(
