@@ -47,9 +47,10 @@ class RunDetail:
 
 class RecentAverages:
     """Each task's recent average execution time, as the trigger answer's estimate uses it, remembered for
-    a few seconds: a burst of triggers of one task reads it once instead of once per run. A run of the task
-    finishing through this server forgets it at once, so the estimate follows the newest outcome here;
-    another server's outcomes show within `TTL`."""
+    a few seconds: a burst of triggers of one task reads it once instead of once per run. The first run of
+    a task to finish through this server makes a task without an average read it again at once; after that
+    an average (of the newest 50 runs) moves little, and outcomes show within `TTL`. Forgetting it on every
+    finished run cost a busy task one more read per trigger."""
 
     TTL = 5.0
     LIMIT = 10_000
@@ -69,7 +70,9 @@ class RecentAverages:
         self._known[task_id] = (average, time.monotonic() + self.TTL)
 
     def forget(self, run: Run) -> None:
-        self._known.pop(run.task_id, None)
+        known = self._known.get(run.task_id)
+        if known is not None and known[0] is None:
+            del self._known[run.task_id]
 
 
 class RunService:
