@@ -47,39 +47,50 @@ class RunDetail:
 
 class RecentAverages:
     """Each task's recent average execution time, as the trigger answer's estimate uses it, remembered for
-    a few seconds: a burst of triggers of one task reads it once instead of once per run. The first run of
-    a task to finish through this server makes a task without an average read it again at once; after that
-    an average (of the newest 50 runs) moves little, and outcomes show within `TTL`. Forgetting it on every
-    finished run cost a busy task one more read per trigger."""
+    a few seconds: a burst of triggers of one task reads it once instead of once per run. A run of the task
+    completing through this server moves the remembered average itself (exactly while fewer than `SAMPLE`
+    runs are behind it, as a moving average after that), so the estimate follows the newest outcome here
+    without a read per trigger; another server's outcomes show within `TTL`."""
 
     TTL = 5.0
     LIMIT = 10_000
+    SAMPLE = 50  # the newest completed runs the stored average is taken over
 
     def __init__(self) -> None:
-        self._known: dict[int, tuple[float | None, float]] = {}
+        # task id -> (average, completed runs behind it, remembered until)
+        self._known: dict[int, tuple[float | None, int, float]] = {}
 
     def get(self, task_id: int) -> tuple[bool, float | None]:
         known = self._known.get(task_id)
-        if known is None or known[1] < time.monotonic():
+        if known is None or known[2] < time.monotonic():
             return False, None
         return True, known[0]
 
-    def put(self, task_id: int, average: float | None) -> None:
+    def put(self, task_id: int, average: float | None, runs: int) -> None:
         if len(self._known) >= self.LIMIT:
             self._known.clear()
-        self._known[task_id] = (average, time.monotonic() + self.TTL)
+        self._known[task_id] = (average, runs, time.monotonic() + self.TTL)
 
-    def forget(self, run: Run) -> None:
+    def observe(self, run: Run) -> None:
         known = self._known.get(run.task_id)
-        if known is not None and known[0] is None:
-            del self._known[run.task_id]
+        if known is None or run.status is not RunStatus.COMPLETED or run.execution_time is None:
+            return
+        average, runs, until = known
+        seconds = run.execution_time
+        if average is None or runs == 0:
+            average, runs = seconds, 1
+        elif runs < self.SAMPLE:
+            average, runs = (average * runs + seconds) / (runs + 1), runs + 1
+        else:
+            average += (seconds - average) / self.SAMPLE
+        self._known[run.task_id] = (round(average, 3), runs, until)
 
 
 class RunService:
     def __init__(self, core: Core) -> None:
         self.core = core
         self.averages = RecentAverages()
-        core.run_observers.append(self.averages.forget)
+        core.run_observers.append(self.averages.observe)
 
     async def trigger(self, task_id: int, *, parameters: dict[str, Any] | None = None,
                       priority: str | None = None, timeout_seconds: int | None = None,
@@ -134,8 +145,9 @@ class RunService:
         known, average = self.averages.get(task_id)
         if not known:
             async with self.core.db.read() as conn:
-                average = await task_rows.recent_average_execution_time(conn, task_id)
-            self.averages.put(task_id, average)
+                average, behind = await task_rows.recent_average_execution_time(
+                    conn, task_id, sample=RecentAverages.SAMPLE)
+            self.averages.put(task_id, average, behind)
         return Triggered(run, average)
 
     async def restart(self, run_id: int, *, scope: Scope = UNSCOPED) -> Run:

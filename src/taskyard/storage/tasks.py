@@ -175,14 +175,16 @@ def _escape_like(value: str) -> str:
     return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-async def recent_average_execution_time(conn: AsyncConnection, task_id: int, sample: int = 50) -> float | None:
-    """Mean execution time of the task's newest `sample` completed runs: an index range scan
-    (ix_runs_task_status_completed_at), so triggering stays as cheap with a million stored runs as with ten."""
+async def recent_average_execution_time(conn: AsyncConnection, task_id: int, sample: int = 50,
+                                       ) -> tuple[float | None, int]:
+    """Mean execution time of the task's newest `sample` completed runs, and how many there were: an index
+    range scan (ix_runs_task_status_completed_at), so triggering stays as cheap with a million stored runs
+    as with ten."""
     recent = (select(runs.c.execution_time.label("seconds"))
               .where(runs.c.task_id == task_id, runs.c.status == RunStatus.COMPLETED)
               .order_by(runs.c.completed_at.desc()).limit(sample).subquery())
-    value = (await conn.execute(select(func.avg(recent.c.seconds)))).scalar_one_or_none()
-    return round(float(value), 3) if value is not None else None
+    row = (await conn.execute(select(func.avg(recent.c.seconds), func.count(recent.c.seconds)))).one()
+    return (round(float(row[0]), 3) if row[0] is not None else None), int(row[1] or 0)
 
 
 async def counts(conn: AsyncConnection, *, project_id: int | None) -> dict[str, int]:
