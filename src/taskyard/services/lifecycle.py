@@ -54,6 +54,10 @@ class LastRunMarks:
         self._marks[task_id] = now
         return True
 
+    def forget(self, task_id: int) -> None:
+        """The write that `due` allowed did not happen: the next run may make it."""
+        self._marks.pop(task_id, None)
+
 
 class RunLifecycle:
     """Made fresh for each transaction: `finished` lists what that transaction finished."""

@@ -5,16 +5,18 @@ from __future__ import annotations
 import builtins
 import time
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 from taskyard.domain.errors import Conflict, NotFound, ValidationFailed
 from taskyard.domain.models import Run, Task
 from taskyard.domain.status import Priority, RunStatus, TaskStatus, TriggerKind
 from taskyard.services.dispatch import WaitingPoll
+from taskyard.services.lifecycle import lease_deadline
 from taskyard.services.scope import UNSCOPED, Scope
 from taskyard.storage import runs as run_rows
 from taskyard.storage import tasks as task_rows
+from taskyard.storage import triggers as trigger_rows
 from taskyard.storage.paging import PageRequest
 
 if TYPE_CHECKING:
@@ -86,9 +88,29 @@ class RecentAverages:
         self._known[run.task_id] = (round(average, 3), runs, until)
 
 
+class TaskKinds:
+    """Each triggered task's project and type, as this server last saw them: what choosing a waiting poll
+    needs before the trigger's one statement reads the task. A stale entry costs nothing but the hand-over
+    (the statement checks the poll against the task it reads)."""
+
+    LIMIT = 10_000
+
+    def __init__(self) -> None:
+        self._kinds: dict[int, tuple[int, str]] = {}
+
+    def get(self, task_id: int) -> tuple[int, str] | None:
+        return self._kinds.get(task_id)
+
+    def remember(self, task_id: int, kind: tuple[int, str]) -> None:
+        if len(self._kinds) >= self.LIMIT:
+            self._kinds.clear()
+        self._kinds[task_id] = kind
+
+
 class RunService:
     def __init__(self, core: Core) -> None:
         self.core = core
+        self._kinds = TaskKinds()
         self.averages = RecentAverages()
         core.run_observers.append(self.averages.observe)
 
@@ -102,6 +124,61 @@ class RunService:
             raise ValidationFailed("timeout_seconds must be between 1 and 604800", field="timeout_seconds",
                                    rule="range", value=timeout_seconds)
         now = self.core.clock()
+        chosen = Priority(priority) if priority else None
+        run = None
+        if self.core.db.is_postgres:
+            run = await self._trigger_in_one_statement(task_id, parameters, chosen, timeout_seconds, scope, now)
+        if run is None:
+            run = await self._trigger_in_a_transaction(task_id, parameters, chosen, timeout_seconds, scope, now)
+        # Read after the commit: the run is claimable a round trip sooner, and the estimate needs no lock.
+        known, average = self.averages.get(task_id)
+        if not known:
+            async with self.core.db.read() as conn:
+                average, behind = await task_rows.recent_average_execution_time(
+                    conn, task_id, sample=RecentAverages.SAMPLE)
+            self.averages.put(task_id, average, behind)
+        return Triggered(run, average)
+
+    async def _trigger_in_one_statement(self, task_id: int, parameters: dict[str, Any] | None,
+                                        priority: Priority | None, timeout_seconds: int | None, scope: Scope,
+                                        now: datetime) -> Run | None:
+        """PostgreSQL: the usual trigger as one statement (storage/triggers.py); None when it did not apply
+        and the transaction has to decide (and explain)."""
+        kind = self._kinds.get(task_id)
+        if kind is None and len(self.core.dispatch):
+            return None  # a poll is waiting, and which one may take the run needs the task read first
+        # A worker waiting on this server takes the run in the same statement (dispatch.py); which poll may
+        # take it is known from the task's project and type, remembered from its earlier triggers.
+        poll = self.core.dispatch.take(*kind) if kind is not None else None
+        touch = self.core.last_run_marks.due(task_id, now)
+        made: tuple[Run, Task] | None = None
+        try:
+            async with self.core.db.statement() as conn:
+                made = await trigger_rows.trigger(
+                    conn, task_id, project_id=scope.project_id, task_types=sorted(self.core.config.task_types),
+                    now=now, parameters=parameters, priority=priority, timeout_seconds=timeout_seconds,
+                    hand_to=None if poll is None else trigger_rows.HandTo(
+                        poll.worker_id, poll.hostname, poll.project_id, sorted(poll.task_types),
+                        lease_deadline(now, self.core.config.lease_seconds)),
+                    touch=touch, origin=self.core.db.wakeup.origin)
+        finally:
+            if poll is not None:
+                # A reserved poll always hears back: with the run, or with nothing so that it claims again.
+                handed = made is not None and made[0].status is RunStatus.RUNNING
+                poll.deliver(made if handed else None)
+        if made is None:
+            if touch:
+                self.core.last_run_marks.forget(task_id)
+            return None
+        run, task = made
+        self._kinds.remember(task_id, (task.project_id, task.task_type))
+        if run.status is RunStatus.QUEUED:
+            self.core.db.wakeup.fire()  # this server's pollers; the statement notified the others
+        return run
+
+    async def _trigger_in_a_transaction(self, task_id: int, parameters: dict[str, Any] | None,
+                                        priority: Priority | None, timeout_seconds: int | None, scope: Scope,
+                                        now: datetime) -> Run:
         lifecycle = self.core.lifecycle()
         poll: WaitingPoll | None = None
         task: Task | None = None
@@ -124,7 +201,7 @@ class RunService:
                     poll = self.core.dispatch.take(task.project_id, task.task_type)
                 run = await lifecycle.create(conn, task, now=now, trigger=TriggerKind.MANUAL,
                                              parameters=parameters,
-                                             priority=Priority(priority) if priority else None,
+                                             priority=priority,
                                              timeout_seconds=timeout_seconds, reason="triggered",
                                              wake=poll is None)
                 assert run is not None
@@ -141,14 +218,9 @@ class RunService:
                 # A reserved poll always hears back: with the run, or with nothing so that it claims again.
                 poll.deliver((handed, task) if committed and handed is not None and task is not None else None)
         self.core.publish(lifecycle)
-        # Read after the commit: the run is claimable a round trip sooner, and the estimate needs no lock.
-        known, average = self.averages.get(task_id)
-        if not known:
-            async with self.core.db.read() as conn:
-                average, behind = await task_rows.recent_average_execution_time(
-                    conn, task_id, sample=RecentAverages.SAMPLE)
-            self.averages.put(task_id, average, behind)
-        return Triggered(run, average)
+        if task is not None:
+            self._kinds.remember(task_id, (task.project_id, task.task_type))
+        return run
 
     async def restart(self, run_id: int, *, scope: Scope = UNSCOPED) -> Run:
         now = self.core.clock()
