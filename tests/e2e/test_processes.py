@@ -88,7 +88,7 @@ def descendants(pid: int) -> list[psutil.Process]:
 
 def is_guardian(process: psutil.Process) -> bool:
     try:
-        return any(part.endswith("executors/guardian.py") for part in process.cmdline())
+        return any(part.endswith("executors/guardian_watch.py") for part in process.cmdline())
     except psutil.Error:
         return False
 
