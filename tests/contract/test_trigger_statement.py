@@ -168,7 +168,7 @@ async def test_the_service_hands_a_repeat_trigger_to_a_waiting_poll_in_one_state
     assert made[-1][0].id == triggered.run.id, "the repeat trigger was one statement"
     assert triggered.run.status is RunStatus.RUNNING and triggered.run.worker_id == worker.id
     assert [r.id for r in polled.runs] == [triggered.run.id]
-    assert polled.tasks[task.id].command == task.command
+    assert polled.commands[task.id].command == task.command
 
 
 def test_the_statement_stays_short_enough_for_psycopg_to_cache_its_parsing() -> None:

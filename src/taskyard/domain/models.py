@@ -106,6 +106,19 @@ class Task(_Entity):
 
 
 @dataclass(frozen=True)
+class Command:
+    """What a worker needs of a run's task to execute the run, as the task is when the run is claimed."""
+
+    command: str
+    arguments: list[str]
+    metadata: dict[str, Any]
+
+    @classmethod
+    def of(cls, task: Task) -> Command:
+        return cls(task.command, list(task.arguments), dict(task.metadata))
+
+
+@dataclass(frozen=True)
 class Run(_Entity):
     id: int
     uuid: str

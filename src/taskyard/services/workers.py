@@ -10,14 +10,13 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from taskyard.domain.errors import Conflict, NotFound, StaleAttempt, ValidationFailed
-from taskyard.domain.models import Run, Task, Worker
+from taskyard.domain.models import Command, Run, Task, Worker
 from taskyard.domain.status import RunStatus, WorkerStatus
 from taskyard.services.dispatch import WaitingPoll
 from taskyard.services.lifecycle import RunLifecycle, lease_deadline
 from taskyard.services.scope import UNSCOPED, Scope
 from taskyard.storage import outcomes as outcome_rows
 from taskyard.storage import runs as run_rows
-from taskyard.storage import tasks as task_rows
 from taskyard.storage import workers as worker_rows
 from taskyard.storage.outcomes import Finish, RunState
 from taskyard.storage.paging import PageRequest
@@ -72,7 +71,7 @@ class PollResult:
     abort_runs: list[int]
     status: WorkerStatus
     lease_seconds: float
-    tasks: dict[int, Task] = field(default_factory=dict)
+    commands: dict[int, Command] = field(default_factory=dict)  # by task id
     # What became of the outcomes the poll carried (None when it carried none).
     report: ReportResult | None = None
 
@@ -177,7 +176,7 @@ class WorkerService:
             woke, handed = await self._wait_for_work(woken, waiting, remaining)
             if handed is not None:
                 run, task = handed
-                return PollResult([run], [], WorkerStatus.ACTIVE, self.lease, {task.id: task}, applied)
+                return PollResult([run], [], WorkerStatus.ACTIVE, self.lease, {task.id: Command.of(task)}, applied)
             if not woke:
                 return replace(result, report=applied)
 
@@ -215,12 +214,13 @@ class WorkerService:
                 applied = await self._apply_reports(conn, lifecycle, worker, reports, now)
             abort = await run_rows.not_held(conn, worker_id, running)
             claimed: list[Run] = []
+            commands: dict[int, Command] = {}
             if worker.status is WorkerStatus.ACTIVE and capacity > 0:
                 # The worker's own list is the truth about its free slots: the database still shows
                 # runs whose outcome report is on its way, and counting those would stall the claim.
                 room = worker.max_concurrent_tasks - len(running)
                 # Only runs of the worker's own project, whoever's credential is polling.
-                claimed = await run_rows.claim(conn, project_id=worker.project_id, worker_id=worker_id,
+                claimed, commands = await run_rows.claim(conn, project_id=worker.project_id, worker_id=worker_id,
                                                hostname=worker.hostname,
                                                task_types=list(worker.task_types), limit=min(capacity, room),
                                                now=now, lease_until=lease_deadline(now, self.lease))
@@ -232,10 +232,9 @@ class WorkerService:
             seen = worker.last_heartbeat
             if seen is None or not timedelta(0) <= now - seen < SEEN_RESOLUTION:
                 await worker_rows.mark_seen(conn, worker_id, now)
-            tasks = await task_rows.get_tasks_any(conn, sorted({r.task_id for r in claimed}))
         if applied is not None:
             self.core.publish(lifecycle)
-        return PollResult(claimed, abort, worker.status, self.lease, tasks, applied), waiting
+        return PollResult(claimed, abort, worker.status, self.lease, commands, applied), waiting
 
     async def hand_over(self, conn: AsyncConnection, run: Run, poll: WaitingPoll, now: datetime) -> Run | None:
         """Move a queued run to running for a waiting poll, as its claim would (dispatch.py); None when

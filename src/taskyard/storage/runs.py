@@ -11,11 +11,12 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from taskyard.domain.models import Run
+from taskyard.domain.models import Command, Run
 from taskyard.domain.status import ACTIVE_RUN_STATUSES, RunStatus, WorkerStatus
 from taskyard.storage import tallies
+from taskyard.storage import tasks as task_rows
 from taskyard.storage.paging import PageRequest, fetch_page
-from taskyard.storage.tables import run_history, run_logs, run_waits, runs, workers
+from taskyard.storage.tables import run_history, run_logs, run_waits, runs, tasks, workers
 from taskyard.storage.types import UTCDateTime
 from taskyard.storage.wakeup import notify_column, request_wake, wake_on_commit
 
@@ -244,26 +245,40 @@ def _claim_statement(dialect: str) -> Any:
     )
 
 
-# PostgreSQL writes the claimed runs' history rows in the claim's own statement.
-_CLAIMS = {"postgresql": _with_history(_claim_statement("postgresql"), "started_at"),
-           "sqlite": _claim_statement("sqlite")}
+def _postgres_claim() -> Any:
+    """The claim with its history rows and each run's command, in one statement."""
+    written = _claim_statement("postgresql").cte("written")
+    history = insert(run_history).from_select(_HISTORY_COLUMNS, select(
+        written.c.id, written.c.attempt, written.c.status, written.c.started_at, written.c.worker_id,
+        bindparam("b_reason", type_=run_history.c.reason.type)))
+    return (select(written, tasks.c.command.label("c_command"), tasks.c.arguments.label("c_arguments"),
+                   tasks.c.metadata.label("c_metadata"))
+            .select_from(written.join(tasks, tasks.c.id == written.c.task_id))
+            .add_cte(history.cte("written_history")))
+
+
+_CLAIMS = {"postgresql": _postgres_claim(), "sqlite": _claim_statement("sqlite")}
 
 
 async def claim(conn: AsyncConnection, *, project_id: int, worker_id: str, hostname: str, task_types: list[str],
-                limit: int, now: datetime, lease_until: datetime) -> list[Run]:
-    """Atomically take up to `limit` claimable runs of one project: highest priority first, then oldest."""
+                limit: int, now: datetime, lease_until: datetime) -> tuple[list[Run], dict[int, Command]]:
+    """Atomically take up to `limit` claimable runs of one project: highest priority first, then oldest.
+    With them, what each of their tasks executes (by task id)."""
     if limit <= 0 or not task_types:
-        return []
+        return [], {}
     rows = (await conn.execute(_CLAIMS[conn.dialect.name], {
         "b_now": now, "b_task_types": task_types, "b_project_id": project_id, "b_limit": limit,
         "b_worker_id": worker_id, "b_hostname": hostname, "b_lease_until": lease_until, "b_reason": None,
     })).mappings().all()
     claimed = sorted((Run.from_row(r) for r in rows), key=lambda r: (-r.priority.rank, r.id))
-    if claimed and conn.dialect.name != "postgresql":
+    if conn.dialect.name == "postgresql":
+        return claimed, {int(r["task_id"]): Command(r["c_command"], list(r["c_arguments"]), dict(r["c_metadata"]))
+                         for r in rows}
+    if claimed:
         await conn.execute(_INSERT_HISTORY, [
             {"run_id": r.id, "attempt": r.attempt, "status": RunStatus.RUNNING, "at": now,
              "worker_id": worker_id, "reason": None} for r in claimed])
-    return claimed
+    return claimed, await task_rows.commands_of(conn, sorted({r.task_id for r in claimed}))
 
 
 def _hand_over_statement() -> Any:

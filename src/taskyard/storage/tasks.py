@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
-from taskyard.domain.models import Task
+from taskyard.domain.models import Command, Task
 from taskyard.domain.status import RunStatus
 from taskyard.storage.paging import Page, PageRequest, fetch_page
 from taskyard.storage.tables import runs, task_dependencies, tasks
@@ -214,12 +214,13 @@ async def record_outcome(conn: AsyncConnection, task_id: int, status: RunStatus,
     await conn.execute(_RECORD_OUTCOME, values)
 
 
-_TASKS_ANY = select(tasks).where(tasks.c.id.in_(bindparam("task_ids", expanding=True)))
+_COMMANDS = select(tasks.c.id, tasks.c.command, tasks.c.arguments, tasks.c.metadata).where(
+    tasks.c.id.in_(bindparam("task_ids", expanding=True)))
 
 
-async def get_tasks_any(conn: AsyncConnection, task_ids: list[int]) -> dict[int, Task]:
-    """Tasks by id, deleted ones included (a claimed run still needs its definition)."""
+async def commands_of(conn: AsyncConnection, task_ids: list[int]) -> dict[int, Command]:
+    """What claimed runs of these tasks execute, deleted tasks included (a claimed run still needs it)."""
     if not task_ids:
         return {}
-    rows = (await conn.execute(_TASKS_ANY, {"task_ids": task_ids})).mappings().all()
-    return {int(r["id"]): Task.from_row(r) for r in rows}
+    rows = (await conn.execute(_COMMANDS, {"task_ids": task_ids})).all()
+    return {int(r[0]): Command(r[1], list(r[2]), dict(r[3])) for r in rows}

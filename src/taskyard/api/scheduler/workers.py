@@ -97,12 +97,12 @@ def _run_reports(bodies: list[RunReportBody]) -> list[RunReport]:
 def _poll_answer(result: PollResult) -> dict[str, object]:
     runs = []
     for run in result.runs:
-        task = result.tasks.get(run.task_id)
+        command = result.commands.get(run.task_id)
         runs.append({
             "run_id": run.id, "uuid": run.uuid, "attempt": run.attempt, "task_id": run.task_id,
             "task_name": run.task_name, "task_type": run.task_type,
-            "command": task.command if task else "", "arguments": task.arguments if task else [],
-            "metadata": task.metadata if task else {}, "parameters": run.parameters,
+            "command": command.command if command else "", "arguments": command.arguments if command else [],
+            "metadata": command.metadata if command else {}, "parameters": run.parameters,
             "timeout_seconds": run.timeout_seconds, "priority": run.priority.value,
             "lease_expires_at": run.lease_expires_at,
         })
