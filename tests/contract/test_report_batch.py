@@ -79,31 +79,52 @@ async def test_a_plain_report_leaves_what_one_by_one_leaves(core, clock) -> None
     assert plain_task.task.last_success_at == one_by_one_task.task.last_success_at - shift
 
 
-async def test_a_run_that_moved_under_the_report_is_not_finished(core, clock) -> None:
-    task = await make_task(core)
-    worker = await make_worker(core)
-    kept, moved = (await core.runs.trigger(task.id)).run, (await core.runs.trigger(task.id)).run
-    await claim(core, worker.id, capacity=2)
-    await core.runs.abort(moved.id)  # between the report's read and its write, as far as the write knows
-    finishes = [outcomes.Finish(r.id, 1, RunStatus.COMPLETED, "ok", 0, None, 1.0, None) for r in (kept, moved)]
+def _completed(run_id: int, attempt: int = 1) -> outcomes.Outcome:
+    return outcomes.Outcome(run_id, attempt, RunStatus.COMPLETED, "ok", 0, None, None)
+
+
+async def _finish(core, clock, worker_id, items):
     async with core.db.write() as conn:
-        done = await outcomes.finish_runs(conn, finishes, worker_id=worker.id, now=clock.now)
+        return await outcomes.finish_if_all_plain(conn, items, worker_id=worker_id, project_id=1, now=clock.now)
+
+
+async def test_one_outcome_that_is_not_plain_leaves_the_whole_report_alone(core, clock) -> None:
+    task = await make_task(core)
+    retried = await make_task(core, retry_count=2)
+    worker, other = await make_worker(core), await make_worker(core)
+    kept, aborted = (await core.runs.trigger(task.id)).run, (await core.runs.trigger(task.id)).run
+    retrying = (await core.runs.trigger(retried.id)).run
+    await claim(core, worker.id, capacity=3)
+    await core.runs.abort(aborted.id)
+    failing = outcomes.Outcome(retrying.id, 1, RunStatus.FAILED, None, 1, "exit 1", "exit 1")
+    for items, who in (([_completed(kept.id), _completed(aborted.id)], worker.id),  # moved already
+                       ([_completed(kept.id), failing], worker.id),  # a retry follows
+                       ([_completed(kept.id), _completed(kept.id + 1000)], worker.id),  # no such run
+                       ([_completed(kept.id, attempt=2)], worker.id),  # another attempt
+                       ([_completed(kept.id)], other.id)):  # another worker
+        assert await _finish(core, clock, who, items) is None
+    assert (await core.runs.get(kept.id)).run.status is RunStatus.RUNNING
+    assert (await core.runs.get(retrying.id)).run.status is RunStatus.RUNNING
+    aborted_detail = await core.runs.get(aborted.id)
+    assert aborted_detail.run.status is RunStatus.ABORTED and aborted_detail.run.result is None
+    assert [h["status"] for h in aborted_detail.history] == ["queued", "running", "aborted"]
+
+    done = await _finish(core, clock, worker.id, [_completed(kept.id)])
     assert [r.id for r in done] == [kept.id]
-    aborted = await core.runs.get(moved.id)
-    assert aborted.run.status is RunStatus.ABORTED and aborted.run.result is None
-    assert [h["status"] for h in aborted.history] == ["queued", "running", "aborted"]
     finished = await core.runs.get(kept.id)
     assert finished.run.status is RunStatus.COMPLETED and finished.run.result == "ok"
     assert [h["status"] for h in finished.history] == ["queued", "running", "completed"]
 
 
-async def test_an_attempt_of_another_worker_is_not_finished(core, clock) -> None:
-    task = await make_task(core)
-    worker, other = await make_worker(core), await make_worker(core)
-    run = (await core.runs.trigger(task.id)).run
-    await claim(core, worker.id)
-    async with core.db.write() as conn:
-        done = await outcomes.finish_runs(conn, [outcomes.Finish(run.id, 1, RunStatus.COMPLETED, None, 0, None,
-                                                                 None, None)], worker_id=other.id, now=clock.now)
-    assert done == []
-    assert (await core.runs.get(run.id)).run.status is RunStatus.RUNNING
+async def test_a_run_someone_waits_on_is_not_plain(core, clock) -> None:
+    upstream = await make_task(core)
+    downstream = await make_task(core, dependencies=[upstream.id])
+    worker = await make_worker(core)
+    waiting = (await core.runs.trigger(downstream.id)).run
+    assert waiting.status is RunStatus.PENDING
+    dependency = (await claim(core, worker.id))[0]
+    assert dependency.task_id == upstream.id
+    assert await _finish(core, clock, worker.id, [_completed(dependency.id)]) is None
+    # Through the report, the run-by-run path releases the waiting run.
+    await core.workers.report(worker.id, [RunReport(run_id=dependency.id, attempt=1, outcome="completed")])
+    assert (await core.runs.get(waiting.id)).run.status is RunStatus.QUEUED

@@ -24,7 +24,7 @@ from taskyard.storage import cron as cron_rows
 from taskyard.storage import outcomes as outcome_rows
 from taskyard.storage import runs as run_rows
 from taskyard.storage import tasks as task_rows
-from taskyard.storage.outcomes import Finish
+from taskyard.storage.outcomes import Outcome
 
 
 @dataclass(frozen=True)
@@ -153,12 +153,15 @@ class RunLifecycle:
             await self._after_final(conn, moved, now=now)
         return moved
 
-    async def finish_plainly(self, conn: AsyncConnection, finishes: list[Finish], *, worker_id: str,
-                             now: datetime) -> list[Run]:
-        """Final statuses reported by the attempts that hold their runs, set-wise: only for runs in
-        `known_unwaited` that need no retry (the caller checks). Returns the runs moved; one missing moved
-        under the report."""
-        moved = await outcome_rows.finish_runs(conn, finishes, worker_id=worker_id, now=now)
+    async def finish_plainly(self, conn: AsyncConnection, outcomes: list[Outcome], *, worker_id: str,
+                             project_id: int, now: datetime) -> list[Run] | None:
+        """Final statuses reported by the attempts that hold their runs, set-wise, when every one of them is
+        plain (storage/outcomes.py); the runs moved (one missing moved under the report). None, with
+        nothing done, when the report has to be applied run by run."""
+        moved = await outcome_rows.finish_if_all_plain(conn, outcomes, worker_id=worker_id, project_id=project_id,
+                                                       now=now)
+        if moved is None:
+            return None
         for run in sorted(moved, key=lambda r: (r.task_id, r.id)):  # tasks locked in order, as `report` does
             self.finished.append(FinishedRun(run))
             await self._record_outcome(conn, run, now)

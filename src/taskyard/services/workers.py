@@ -15,10 +15,9 @@ from taskyard.domain.status import RunStatus, WorkerStatus
 from taskyard.services.dispatch import WaitingPoll
 from taskyard.services.lifecycle import RunLifecycle, lease_deadline
 from taskyard.services.scope import UNSCOPED, Scope
-from taskyard.storage import outcomes as outcome_rows
 from taskyard.storage import runs as run_rows
 from taskyard.storage import workers as worker_rows
-from taskyard.storage.outcomes import Finish, RunState
+from taskyard.storage.outcomes import Outcome
 from taskyard.storage.paging import PageRequest
 
 if TYPE_CHECKING:
@@ -258,24 +257,27 @@ class WorkerService:
                              reports: list[RunReport], now: datetime) -> ReportResult:
         accepted: list[int] = []
         rejected: list[dict[str, Any]] = []
-        states = await outcome_rows.states(conn, [rep.run_id for rep in reports], project_id=worker.project_id)
-        plain = [_plain_finish(states.get(rep.run_id), rep, worker.id, now) for rep in reports]
-        if all(finish is not None for finish in plain):
+        outcomes = [_outcome(rep) for rep in reports]
+        if all(outcome is not None for outcome in outcomes):
             # The usual report (every run finished by the attempt that holds it, nothing to retry or
-            # release): one statement for all of them.
-            finishes = [finish for finish in plain if finish is not None]
-            moved = {run.id for run in await lifecycle.finish_plainly(conn, finishes, worker_id=worker.id, now=now)}
-            for finish in finishes:
-                if finish.run_id in moved:
-                    accepted.append(finish.run_id)
-                else:
-                    rejected.append({"run_id": finish.run_id, "code": StaleAttempt.code,
-                                     "message": f"run {finish.run_id} changed while the report was applied"})
-            return ReportResult(accepted, rejected)
+            # release) is applied to all its runs at once; `moved` is None when it is not that.
+            plain = [outcome for outcome in outcomes if outcome is not None]
+            moved = await lifecycle.finish_plainly(conn, plain, worker_id=worker.id, project_id=worker.project_id,
+                                                   now=now)
+            if moved is not None:
+                done = {run.id for run in moved}
+                for outcome in plain:
+                    if outcome.run_id in done:
+                        accepted.append(outcome.run_id)
+                    else:
+                        rejected.append({"run_id": outcome.run_id, "code": StaleAttempt.code,
+                                         "message": f"run {outcome.run_id} changed while the report was applied"})
+                return ReportResult(accepted, rejected)
         # Runs of another project read as missing ("does not exist"), never as someone else's attempt.
         runs = {r.id: r for r in await run_rows.get_runs(conn, [rep.run_id for rep in reports],
                                                          project_id=worker.project_id)}
-        lifecycle.known_unwaited = {run_id for run_id, state in states.items() if not state.in_waits}
+        # One look at run_waits for the whole batch spares each run its own wait bookkeeping.
+        lifecycle.known_unwaited = set(runs) - await run_rows.runs_in_waits(conn, list(runs))
         # Finishing a run updates its task's row: in task order, so that two workers' reports touching the
         # same tasks lock them in the same order and cannot deadlock.
         for rep in sorted(reports, key=lambda r: (runs[r.run_id].task_id if r.run_id in runs else 0, r.run_id)):
@@ -402,24 +404,17 @@ class WorkerService:
         return worker
 
 
-def _plain_finish(state: RunState | None, rep: RunReport, worker_id: str, now: datetime) -> Finish | None:
-    """The report's outcome as a final status, when applying it needs nothing but the run's own row: the
-    run is running the reporting attempt, nothing waits on it or is waited on, and no retry follows."""
-    if (state is None or rep.outcome not in OUTCOMES or state.status is not RunStatus.RUNNING
-            or state.worker_id != worker_id or state.attempt != rep.attempt or state.in_waits):
-        return None
+def _outcome(rep: RunReport) -> Outcome | None:
+    """The final status a report means if no retry follows (None: no outcome, or not one of ours)."""
     if rep.outcome == "completed":
-        status, error, reason = RunStatus.COMPLETED, None, None
-    elif rep.outcome == "aborted":
-        status, error, reason = (RunStatus.ABORTED, rep.error_message or "aborted",
-                                 rep.error_message or "aborted on the worker")
-    elif state.retry_count < state.max_retries:
-        return None  # a new attempt is planned by fail_attempt
-    else:
-        status = RunStatus.FAILED
-        error = reason = rep.error_message or rep.outcome
-    elapsed = round((now - state.started_at).total_seconds(), 6) if state.started_at is not None else None
-    return Finish(state.run_id, rep.attempt, status, rep.result, rep.exit_code, error, elapsed, reason)
+        return Outcome(rep.run_id, rep.attempt, RunStatus.COMPLETED, rep.result, rep.exit_code, None, None)
+    if rep.outcome == "aborted":
+        return Outcome(rep.run_id, rep.attempt, RunStatus.ABORTED, rep.result, rep.exit_code,
+                       rep.error_message or "aborted", rep.error_message or "aborted on the worker")
+    if rep.outcome in ("failed", "timed_out"):
+        error = rep.error_message or rep.outcome
+        return Outcome(rep.run_id, rep.attempt, RunStatus.FAILED, rep.result, rep.exit_code, error, error)
+    return None
 
 
 def format_duration(seconds: float) -> str:
