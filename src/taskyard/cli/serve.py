@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from types import FrameType
+from typing import Any
 
 import uvicorn
 
@@ -19,6 +21,14 @@ class _Server(uvicorn.Server):
     """A uvicorn server whose first exit signal is handed to a callback (to drain the worker first)."""
 
     on_exit_request: asyncio.Event | None = None
+
+    async def startup(self, sockets: list[Any] | None = None) -> None:
+        await super().startup(sockets)
+        # Everything built by start-up (modules, the app, SQLAlchemy's tables) lives as long as the process.
+        # Frozen, the collector stops scanning it: a full collection over it took 60-70 ms here and
+        # stalled every request in flight, which set the p99 of reads under load.
+        gc.collect()
+        gc.freeze()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self.on_exit_request is not None and not self.on_exit_request.is_set():
