@@ -24,7 +24,7 @@ import psutil
 from bench import _procs
 from bench._context import Context
 from bench._report import Figure, Measured, Report
-from bench.throughput import count, create_noop, enqueue
+from bench.throughput import create_noop, enqueue, wait_drained
 
 # (API servers, workers): each worker talks to one server, round robin.
 CONFIGURATIONS = ((1, 1), (1, 2), (1, 4), (2, 2), (2, 4))
@@ -87,21 +87,20 @@ def measure(ctx: Context, servers: int, workers: int, runs: int) -> dict[str, fl
         server_procs = [psutil.Process(p.pid) for p in procs]
         backends = BackendCpu()
         before = cpu_seconds(server_procs)
+        launched = time.time()
         worker_procs = [_procs.start_worker(urls[i % servers], home, f"w{i}", WORKER_CONCURRENCY)
                         for i in range(workers)]
         watched = [psutil.Process(p.pid) for p in worker_procs]
         try:
-            started = time.perf_counter()
-            deadline = started + max(120, runs / 5)
-            done = 0
-            for polls in itertools.count():
-                done = count(urls[0], "completed", task_id) + count(urls[0], "failed", task_id)
-                if done >= runs or time.perf_counter() > deadline:
-                    break
-                if polls % 10 == 0:  # the servers' pooled backends live long; a scan of every process is not free
+            # The servers' pooled backends live long, so sampling them once a second is enough; a scan of
+            # every process is not free.
+            polls = itertools.count()
+
+            def sample_now_and_then() -> None:
+                if next(polls) % 4 == 0:
                     backends.sample()
-                time.sleep(0.05)
-            elapsed = time.perf_counter() - started
+
+            done, elapsed = wait_drained(urls[0], task_id, runs, launched, sample_now_and_then)
             backends.sample()
             spent = {"servers": cpu_seconds(server_procs) - before, "postgres": backends.spent(),
                      "workers": cpu_seconds(watched)}
