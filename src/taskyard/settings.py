@@ -45,6 +45,9 @@ class ServerSettings(_Settings):
 
     home: Path = Path(".taskyard")
     database_url: str | None = None
+    # PostgreSQL connections each server keeps open. They are not opened and closed with the load: a
+    # connection opened for a burst costs a backend start and plans every statement afresh.
+    database_pool_size: int = Field(20, ge=1, le=500)
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
 

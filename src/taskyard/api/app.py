@@ -38,7 +38,7 @@ class Background(Protocol):
 
 
 def build_core(settings: ServerSettings, clock: Clock = system_clock) -> Core:
-    db = Database(settings.resolved_database_url)
+    db = Database(settings.resolved_database_url, pool_size=settings.database_pool_size)
     core = Core(db, CoreConfig(lease_seconds=settings.lease_seconds, poll_wait_max=settings.poll_wait_max,
                                page_size_max=settings.page_size_max, retention_days=settings.retention_days),
                 clock=clock)
