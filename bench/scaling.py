@@ -100,7 +100,7 @@ def measure(ctx: Context, servers: int, workers: int, runs: int) -> dict[str, fl
                 if next(polls) % 4 == 0:
                     backends.sample()
 
-            done, elapsed = wait_drained(urls[0], task_id, runs, launched, sample_now_and_then)
+            done, _, elapsed = wait_drained(urls[0], task_id, runs, launched, sample_now_and_then)
             backends.sample()
             spent = {"servers": cpu_seconds(server_procs) - before, "postgres": backends.spent(),
                      "workers": cpu_seconds(watched)}

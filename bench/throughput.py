@@ -44,11 +44,8 @@ async def enqueue(url: str, task_id: int, n: int) -> None:
         await asyncio.gather(*(one() for _ in range(n)))
 
 
-def count(url: str, status: str, task_id: int, client: httpx.Client | None = None) -> int:
-    params = {"status": status, "task_id": task_id, "size": 1}
-    response = client.get("/api/runs", params=params) if client else httpx.get(f"{url}/api/runs", params=params,
-                                                                                  timeout=30)
-    body = response.json()
+def count(client: httpx.Client, status: str, task_id: int) -> int:
+    body = client.get("/api/runs", params={"status": status, "task_id": task_id, "size": 1}).json()
     if "data" not in body:
         raise RuntimeError(f"GET /api/runs answered {body}")
     return int(body["data"]["total"])
@@ -65,24 +62,25 @@ def last_finished(client: httpx.Client, task_id: int) -> float:
 
 
 def wait_drained(url: str, task_id: int, runs: int, launched: float,
-                 while_waiting: Callable[[], None] | None = None) -> tuple[int, float]:
-    """Waits until `runs` of the task's runs are final; returns how many are and the seconds from `launched`
-    (wall clock) to the last one's completion as the server stamped it.
+                 while_waiting: Callable[[], None] | None = None) -> tuple[int, int, float]:
+    """Waits until `runs` of the task's runs are final; returns how many are, how many of them failed, and
+    the seconds from `launched` (wall clock) to the last one's completion as the server stamped it.
 
     The clock's end comes from the stored runs, not from when this loop noticed, so the loop can poll rarely:
     the peers' drivers block on their broker while they wait, and a driver that polled hard would take CPU
     from the system it measures on a machine this small."""
     deadline = time.monotonic() + max(120, runs / 5)
-    done = 0
+    done = failed = 0
     with httpx.Client(base_url=url, timeout=30) as client:
         while time.monotonic() < deadline:
-            done = count(url, "completed", task_id, client) + count(url, "failed", task_id, client)
+            failed = count(client, "failed", task_id)
+            done = count(client, "completed", task_id) + failed
             if done >= runs:
-                return done, last_finished(client, task_id) - launched
+                return done, failed, last_finished(client, task_id) - launched
             if while_waiting is not None:
                 while_waiting()
             time.sleep(POLL_SECONDS)
-    return done, time.time() - launched
+    return done, failed, time.time() - launched
 
 
 def drain(url: str, home: Path, task_id: int, runs: int, workers: int, concurrency: int) -> dict[str, float]:
@@ -90,14 +88,14 @@ def drain(url: str, home: Path, task_id: int, runs: int, workers: int, concurren
     launched = time.time()
     procs = [_procs.start_worker(url, home, f"bench-{task_id}-{i}", concurrency) for i in range(workers)]
     try:
-        done, elapsed = wait_drained(url, task_id, runs, launched)
+        done, failed, elapsed = wait_drained(url, task_id, runs, launched)
     finally:
         for proc in procs:
             _procs.stop(proc)
     if done < runs:
         raise RuntimeError(f"only {done} of {runs} runs finished in {elapsed:.0f} s")
     return {"runs": runs, "seconds": round(elapsed, 3), "runs_per_second": round(runs / elapsed, 1),
-            "failed": count(url, "failed", task_id)}
+            "failed": failed}
 
 
 def check_recorded(url: str, task_id: int) -> None:
